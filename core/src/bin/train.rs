@@ -1,0 +1,272 @@
+//! `train`: trains NeuralRG on the Ising relaxation and writes a run folder.
+//!
+//! The original's single-dash options work verbatim (`-epochs 5000 -L 16 -symmetry`), as do
+//! the usual `--epochs` spellings.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use burn::backend::{Autodiff, Flex, NdArray};
+use burn::tensor::backend::AutodiffBackend;
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use neuralrg::device::DeviceKind;
+use neuralrg::lattice::{Lattice, T_C};
+use neuralrg::run::{self, Parameters, RunError, RunOptions};
+use neuralrg::train::TrainConfig;
+
+const DEFAULT_EPOCHS: usize = 200;
+
+/// Train NeuralRG (Li & Wang, PRL 121, 260601): a MERA-structured RealNVP flow fitted to the
+/// Hubbard-Stratonovich relaxation of the Ising model by minimizing the variational free energy.
+///
+/// Defaults: the paper's network (nlayers 10, nmlp 3, nhidden 10, nrepeat 1, symmetrized,
+/// batch 512) on an 8x8 lattice at T_c for 200 epochs. Single-dash long options
+/// (-epochs, -savePeriod, ...) are accepted as in the original code.
+#[derive(Parser, Debug)]
+#[command(version, about, long_about = None, allow_negative_numbers = true)]
+struct Cli {
+    /// Run folder (default: runs/<name>, name from the settings).
+    #[arg(long)]
+    folder: Option<PathBuf>,
+    /// Name of the run (a label, and the folder name under runs/ when --folder is not given).
+    #[arg(long)]
+    name: Option<String>,
+    /// Total epochs, one Adam step on a fresh batch each [default: 200; with --load: the
+    /// stored value].
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// Samples per epoch.
+    #[arg(long, default_value_t = 512)]
+    batch: usize,
+    /// Adam learning rate.
+    #[arg(long, default_value_t = 1e-3)]
+    lr: f64,
+    /// Coupled L2 weight decay of Adam.
+    #[arg(long = "weight-decay", alias = "weightDecay", default_value_t = 1e-3)]
+    weight_decay: f64,
+    /// Clip each parameter tensor's gradient to this L2 norm (off by default).
+    #[arg(long)]
+    clip: Option<f64>,
+    /// Save a checkpoint every this many epochs (the last epoch is always saved) [default: 10;
+    /// with --load: the stored value].
+    #[arg(long = "save-period", alias = "savePeriod")]
+    save_period: Option<usize>,
+    /// Checkpoints to keep in savings/ (the newest ones).
+    #[arg(long, default_value_t = 3)]
+    keep: usize,
+    /// Train in f64 (on the ndarray CPU backend; f32 is the default).
+    #[arg(long)]
+    double: bool,
+    /// Resume the run in --folder from its newest checkpoint (its parameters.json wins over the
+    /// other options, except --epochs, --save-period, --keep and --device).
+    #[arg(long)]
+    load: bool,
+    /// Hidden layers of each MLP in a coupling layer.
+    #[arg(long, default_value_t = 3)]
+    nmlp: usize,
+    /// Width of the hidden layers.
+    #[arg(long, default_value_t = 10)]
+    nhidden: usize,
+    /// Affine coupling layers per RealNVP block.
+    #[arg(long, default_value_t = 10)]
+    nlayers: usize,
+    /// Copies of the [disentangler, decimator] pair per MERA level.
+    #[arg(long, default_value_t = 1)]
+    nrepeat: usize,
+    /// MERA levels to build, 1..=log2 L (default: all); sites above stay identity.
+    #[arg(long = "depth-mera", alias = "depthMERA")]
+    depth_mera: Option<usize>,
+    /// Lattice side, a power of two >= 4.
+    #[arg(short = 'L', default_value_t = 8)]
+    l: usize,
+    /// Lattice dimension, 1 or 2.
+    #[arg(short = 'd', default_value_t = 2)]
+    d: usize,
+    /// Temperature (> 0); default T_c = 2.269185...
+    #[arg(short = 'T', default_value_t = T_C)]
+    t: f64,
+    /// Weight of the Z2 penalty alpha * (<log q(x)> - <log q(-x)>) without --symmetry.
+    #[arg(long, default_value_t = 1.0)]
+    alpha: f64,
+    /// Z2-symmetrize the flow (the default; the flag is accepted as in the original).
+    #[arg(long, overrides_with = "no_symmetry")]
+    symmetry: bool,
+    /// Train the plain flow with the Z2 penalty instead of symmetrizing it.
+    #[arg(long = "no-symmetry")]
+    no_symmetry: bool,
+    /// Skip HMC measurements during training (recorded in parameters.json; training runs none
+    /// yet, so this changes nothing today).
+    #[arg(long = "skip-hmc", alias = "skipHMC")]
+    skip_hmc: bool,
+    /// Seed of the weights, masks and samples.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Compute device: cpu (the fastest CPU backend, flex), flex or ndarray.
+    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    device: DeviceKind,
+}
+
+/// The original's single-dash long options (`-epochs`) become `--epochs`.
+fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
+    args.enumerate()
+        .map(|(i, a)| {
+            let single_dash_word = a.len() > 2
+                && a.starts_with('-')
+                && !a.starts_with("--")
+                && a[1..]
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic());
+            if i > 0 && single_dash_word {
+                format!("-{a}")
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse_from(normalize_args(std::env::args()));
+    match run_cli(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(match e {
+                RunError::Input(_) => 2,
+                _ => 1,
+            })
+        }
+    }
+}
+
+fn run_cli(cli: Cli) -> Result<(), RunError> {
+    let lattice = Lattice::new(cli.l, cli.d).map_err(|e| RunError::Input(e.to_string()))?;
+    let config = TrainConfig {
+        lattice,
+        t: cli.t,
+        depth: cli.depth_mera.unwrap_or(lattice.depth()),
+        nrepeat: cli.nrepeat,
+        nlayers: cli.nlayers,
+        nmlp: cli.nmlp,
+        nhidden: cli.nhidden,
+        symmetry: !cli.no_symmetry,
+        alpha: cli.alpha,
+        batch: cli.batch,
+        lr: cli.lr,
+        weight_decay: cli.weight_decay,
+        clip: cli.clip,
+        seed: cli.seed,
+    };
+    config
+        .validate()
+        .map_err(|e| RunError::Input(e.to_string()))?;
+    if cli.keep == 0 {
+        return Err(RunError::Input(
+            "keep = 0 is not allowed: keep at least 1 checkpoint".into(),
+        ));
+    }
+    if cli.save_period == Some(0) {
+        return Err(RunError::Input(
+            "savePeriod = 0 is not allowed: an integer >= 1".into(),
+        ));
+    }
+    let name = cli.name.clone().unwrap_or_else(|| {
+        format!(
+            "L{}_d{}_T{:.4}_depth{}_nl{}_nm{}_nh{}_nr{}{}",
+            config.lattice.side(),
+            config.lattice.dim(),
+            config.t,
+            config.depth,
+            config.nlayers,
+            config.nmlp,
+            config.nhidden,
+            config.nrepeat,
+            if config.symmetry { "_sym" } else { "" }
+        )
+    });
+    let folder = cli
+        .folder
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("runs").join(&name));
+    let mut params = if cli.load {
+        let mut stored = run::read_parameters(&folder)?;
+        stored.options.folder = folder.clone();
+        stored
+    } else {
+        Parameters {
+            config,
+            options: RunOptions {
+                folder,
+                name,
+                epochs: DEFAULT_EPOCHS,
+                save_period: 10,
+                device: cli.device,
+                double: cli.double,
+                skip_hmc: cli.skip_hmc,
+                keep: cli.keep,
+            },
+            backend: String::new(),
+            version: env!("CARGO_PKG_VERSION").into(),
+        }
+    };
+    if let Some(e) = cli.epochs {
+        params.options.epochs = e;
+    }
+    if let Some(p) = cli.save_period {
+        params.options.save_period = p;
+    }
+    params.options.device = cli.device;
+    params.options.keep = cli.keep;
+    match (params.options.double, params.options.device) {
+        (true, _) => go::<Autodiff<NdArray<f64>>>(params, cli.load),
+        (false, DeviceKind::Ndarray) => go::<Autodiff<NdArray>>(params, cli.load),
+        (false, DeviceKind::Cpu | DeviceKind::Flex) => go::<Autodiff<Flex>>(params, cli.load),
+    }
+}
+
+fn go<B: AutodiffBackend>(mut params: Parameters, resume: bool) -> Result<(), RunError> {
+    let device = B::Device::default();
+    params.backend = B::name(&device);
+    let rel = params.config.relaxation();
+    let c = &params.config;
+    eprintln!(
+        "neuralrg: L={} d={} T={} on {} ({}), {} parameters, bound -ln Z_x = {:.6}",
+        c.lattice.side(),
+        c.lattice.dim(),
+        c.t,
+        params.backend,
+        if params.options.double { "f64" } else { "f32" },
+        c.mera().num_params(),
+        rel.loss_bound()
+    );
+    let bar = ProgressBar::new(params.options.epochs as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} epochs  {msg}  [{elapsed_precise} < {eta_precise}]",
+        )
+        .expect("valid template"),
+    );
+    let summary = run::train::<B>(params, resume, &device, |s, _| {
+        bar.set_position(s.epoch as u64);
+        bar.set_message(format!(
+            "F = {:.4} ± {:.4}  rel.err = {:.3}%",
+            s.f,
+            s.f_stderr,
+            100.0 * s.relative_error
+        ));
+    });
+    bar.finish_and_clear();
+    let s = summary?;
+    println!("epochs            {}", s.epochs);
+    println!(
+        "F (last {:>3})      {:.6} ± {:.6}",
+        s.window, s.f, s.f_stderr
+    );
+    println!("bound -ln Z_x     {:.6}", s.loss_bound);
+    println!("relative error    {:.4} %", 100.0 * s.relative_error);
+    println!("seconds/epoch     {:.3}", s.seconds_per_epoch);
+    println!("run folder        {}", s.folder.display());
+    Ok(())
+}

@@ -1,0 +1,125 @@
+//! The normalizing flow: a standard normal prior over all `N` sites pushed through the MERA
+//! network, `x = g(z)`, with exact `log q(x) = log N(z) - ln|det dg/dz|`, and the
+//! Z2-symmetrized flow `log q_sym(x) = logsumexp(log q(x), log q(-x)) - ln 2` (spec sections 2
+//! and 3). *Generate* is `z -> x`, *infer* is `x -> z`.
+
+use burn::module::Module;
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::mera::Mera;
+
+/// The flow: the MERA network and whether the density is Z2-symmetrized.
+#[derive(Module, Debug)]
+pub struct Flow<B: Backend> {
+    pub mera: Mera<B>,
+    /// Use `q_sym`: sampled signs are flipped with probability 1/2 and the density symmetrized.
+    pub symmetric: bool,
+}
+
+/// `log N(z; 0, I)` per row, `[batch]`.
+pub fn log_normal<B: Backend>(z: Tensor<B, 2>) -> Tensor<B, 1> {
+    let n = z.dims()[1] as f64;
+    let half_ln_2pi = 0.5 * (2.0 * std::f64::consts::PI).ln();
+    (z.clone() * z)
+        .sum_dim(1)
+        .squeeze_dim(1)
+        .mul_scalar(-0.5)
+        .sub_scalar(n * half_ln_2pi)
+}
+
+/// `logsumexp(a, b)` elementwise, stable.
+pub fn logaddexp<B: Backend, const D: usize>(a: Tensor<B, D>, b: Tensor<B, D>) -> Tensor<B, D> {
+    let m = a.clone().max_pair(b.clone());
+    let d = (a - b).abs().neg();
+    m + d.exp().log1p()
+}
+
+/// Draws `batch x n` standard normals on the host (so every backend sees the same stream).
+pub fn normal_noise<B: Backend>(
+    rng: &mut StdRng,
+    batch: usize,
+    n: usize,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    let v: Vec<f64> = (0..batch * n).map(|_| StandardNormal.sample(rng)).collect();
+    Tensor::from_data(TensorData::new(v, [batch, n]), device)
+}
+
+/// Random signs `+-1`, `[batch, 1]`.
+pub fn random_signs<B: Backend>(
+    rng: &mut StdRng,
+    batch: usize,
+    device: &B::Device,
+) -> Tensor<B, 2> {
+    use rand::RngExt;
+    let v: Vec<f64> = (0..batch)
+        .map(|_| if rng.random::<bool>() { 1.0 } else { -1.0 })
+        .collect();
+    Tensor::from_data(TensorData::new(v, [batch, 1]), device)
+}
+
+impl<B: Backend> Flow<B> {
+    /// `x = g(z)` with the non-symmetrized `log q(x)`.
+    pub fn generate(&self, z: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        let (x, logdet) = self.mera.generate(z.clone());
+        (x, log_normal(z) - logdet)
+    }
+
+    /// `z = g^-1(x)` with the non-symmetrized `log q(x)`.
+    pub fn infer(&self, x: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        let (z, logdet) = self.mera.infer(x);
+        let lq = log_normal(z.clone()) + logdet;
+        (z, lq)
+    }
+
+    /// `log q(x)` of the flow (symmetrized if the flow is).
+    pub fn log_prob(&self, x: Tensor<B, 2>) -> Tensor<B, 1> {
+        let (_, lq) = self.infer(x.clone());
+        if self.symmetric {
+            let (_, lq_neg) = self.infer(x.neg());
+            logaddexp(lq, lq_neg).sub_scalar(std::f64::consts::LN_2)
+        } else {
+            lq
+        }
+    }
+
+    /// Draws `batch` samples with their `log q` (symmetrized flows flip each sample's sign with
+    /// probability 1/2). Returns `(x, log q(x), log q(-x) under the plain flow)`; the last is what
+    /// the Z2 penalty needs and what `q_sym` is made of.
+    pub fn sample(&self, rng: &mut StdRng, batch: usize) -> Sample<B> {
+        let device = self.mera.device();
+        let n = self.mera.sites();
+        let z = normal_noise::<B>(rng, batch, n, &device);
+        let (x, lq_plain) = self.generate(z);
+        let (_, lq_flipped) = self.infer(x.clone().neg());
+        let (x, log_q) = if self.symmetric {
+            let signs = random_signs::<B>(rng, batch, &device);
+            let lq =
+                logaddexp(lq_plain.clone(), lq_flipped.clone()).sub_scalar(std::f64::consts::LN_2);
+            (x * signs, lq)
+        } else {
+            (x, lq_plain.clone())
+        };
+        Sample {
+            x,
+            log_q,
+            log_q_plain: lq_plain,
+            log_q_flipped: lq_flipped,
+        }
+    }
+}
+
+/// A batch drawn from the flow.
+#[derive(Debug, Clone)]
+pub struct Sample<B: Backend> {
+    /// Fields `[batch, N]`.
+    pub x: Tensor<B, 2>,
+    /// `log q(x)` of the flow that drew them (symmetrized if it is), `[batch]`.
+    pub log_q: Tensor<B, 1>,
+    /// `log q(g(z))` of the plain flow at the unflipped sample.
+    pub log_q_plain: Tensor<B, 1>,
+    /// `log q(-g(z))` of the plain flow.
+    pub log_q_flipped: Tensor<B, 1>,
+}

@@ -1,0 +1,33 @@
+//! # neuralrg
+//!
+//! Neural Network Renormalization Group (Shuo-Hui Li and Lei Wang, arXiv:1802.02840,
+//! PRL 121, 260601 (2018)) on [Burn](https://burn.dev): a normalizing flow made of RealNVP
+//! bijectors arranged as a MERA-like hierarchy of disentanglers and decimators, trained by
+//! minimizing the variational free energy against a continuous relaxation of the Ising model.
+//!
+//! One module per idea of the paper:
+//! - [`lattice`]: the periodic lattice, RG levels;
+//! - [`ising`]: the Hubbard-Stratonovich relaxation `log p~(x)`;
+//! - [`exact`]: Kaufman's exact solution and the transfer matrix;
+//! - [`coupling`]: the RealNVP block bijector;
+//! - [`mera`]: the hierarchy of disentangler and decimator layers;
+//! - [`flow`]: prior, flow density, Z2 symmetrization;
+//! - [`train`]: the variational free energy, Adam, the NaN guard;
+//! - [`stats`]: means, errors, log-sum-exp.
+//!
+//! Native only: [`run`] (run folders, checkpoints, records) and [`device`] (backend choice).
+
+pub mod coupling;
+pub mod exact;
+pub mod flow;
+pub mod ising;
+pub mod lattice;
+pub mod mera;
+pub mod stats;
+pub mod train;
+
+pub mod checkpoint;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod device;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod run;

@@ -1,0 +1,323 @@
+//! Run folders (native only): `parameters.json`, `savings/` checkpoints written atomically,
+//! `records/train.csv` one row per epoch, `pic/`, and `summary.json` at the end.
+//! A run is resumed exactly from its newest checkpoint: same epoch, optimizer state and sample
+//! stream, so a stopped and resumed run ends bit-identical to an uninterrupted one.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::tensor::backend::AutodiffBackend;
+use serde::{Deserialize, Serialize};
+
+use crate::device::DeviceKind;
+use crate::train::{EpochStats, TrainConfig, Trainer};
+
+/// Everything about a run that is not the training configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunOptions {
+    /// Run folder.
+    pub folder: PathBuf,
+    /// A label for the run.
+    pub name: String,
+    /// Total epochs (one Adam step each).
+    pub epochs: usize,
+    /// Save a checkpoint every this many epochs (and always at the end).
+    #[serde(rename = "savePeriod")]
+    pub save_period: usize,
+    /// Compute device.
+    pub device: DeviceKind,
+    /// Train in f64.
+    pub double: bool,
+    /// Skip HMC measurements during training.
+    #[serde(rename = "skipHMC")]
+    pub skip_hmc: bool,
+    /// Checkpoints kept besides the final one.
+    pub keep: usize,
+}
+
+/// `parameters.json`: the training configuration, the run options and provenance.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Parameters {
+    #[serde(flatten)]
+    pub config: TrainConfig,
+    #[serde(flatten)]
+    pub options: RunOptions,
+    /// Burn backend name, for example `autodiff<flex>`.
+    pub backend: String,
+    /// neuralrg version that wrote the file.
+    pub version: String,
+}
+
+/// `summary.json`, written when a run finishes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Summary {
+    #[serde(rename = "L")]
+    pub l: usize,
+    pub d: usize,
+    #[serde(rename = "T")]
+    pub t: f64,
+    pub epochs: usize,
+    /// Mean F of the last `window` epochs.
+    #[serde(rename = "F")]
+    pub f: f64,
+    /// Standard error of that mean (from the per-epoch standard errors).
+    #[serde(rename = "F_stderr")]
+    pub f_stderr: f64,
+    /// Epochs averaged.
+    pub window: usize,
+    #[serde(rename = "lnZx")]
+    pub ln_zx: f64,
+    pub loss_bound: f64,
+    pub relative_error: f64,
+    pub seconds_per_epoch: f64,
+    pub parameters: usize,
+    pub folder: PathBuf,
+}
+
+/// Why a run could not go on; the binaries turn these into a message and exit code.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// Bad input (exit code 2).
+    #[error("{0}")]
+    Input(String),
+    /// Training diverged (exit code 1).
+    #[error("{0}")]
+    Diverged(String),
+    /// I/O (exit code 1).
+    #[error("{0}")]
+    Io(String),
+}
+
+fn io(path: &Path, e: impl std::fmt::Display) -> RunError {
+    RunError::Io(format!("{}: {e}", path.display()))
+}
+
+/// Writes `bytes` to `path` atomically: a temporary file in the same folder, synced, renamed.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
+    let tmp = path.with_extension(format!(
+        "{}.tmp",
+        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    ));
+    let mut f = fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
+    f.write_all(bytes)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| io(&tmp, e))?;
+    fs::rename(&tmp, path).map_err(|e| io(path, e))
+}
+
+/// The checkpoints of a run folder, oldest first, with their epochs.
+pub fn checkpoints(folder: &Path) -> Vec<(usize, PathBuf)> {
+    let mut found: Vec<(usize, PathBuf)> = fs::read_dir(folder.join("savings"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let p = e.path();
+            let name = p.file_name()?.to_str()?;
+            let epoch = name
+                .strip_prefix("epoch-")?
+                .strip_suffix(".ckpt")?
+                .parse()
+                .ok()?;
+            Some((epoch, p))
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+/// Reads a run folder's `parameters.json`.
+pub fn read_parameters(folder: &Path) -> Result<Parameters, RunError> {
+    let path = folder.join("parameters.json");
+    let text = fs::read_to_string(&path).map_err(|_| {
+        RunError::Input(format!("{} has no run to load: {} is missing (train a run there first, or pick the run's folder)", folder.display(), path.display()))
+    })?;
+    serde_json::from_str(&text).map_err(|e| {
+        RunError::Input(format!(
+            "{} is not a valid parameters file: {e}",
+            path.display()
+        ))
+    })
+}
+
+/// Loads the newest checkpoint of a folder into a trainer.
+pub fn load_trainer<B: AutodiffBackend>(
+    folder: &Path,
+    config: &TrainConfig,
+    device: &B::Device,
+) -> Result<Trainer<B>, RunError> {
+    let (_, path) = checkpoints(folder).pop().ok_or_else(|| {
+        RunError::Input(format!(
+            "{} has no checkpoint in savings/ to load",
+            folder.display()
+        ))
+    })?;
+    let bytes = fs::read(&path).map_err(|e| io(&path, e))?;
+    Trainer::from_checkpoint(config.clone(), &bytes, device)
+        .map_err(|e| RunError::Input(format!("cannot load checkpoint {}: {e}", path.display())))
+}
+
+const CSV_HEADER: &str = "epoch,loss,F,F_std,F_stderr,relative_error,seconds";
+
+/// Trains a run in its folder: a new one, or (with `resume`) the folder's run from its newest
+/// checkpoint, up to `options.epochs`. `on_epoch` sees every epoch's statistics (progress).
+pub fn train<B: AutodiffBackend>(
+    params: Parameters,
+    resume: bool,
+    device: &B::Device,
+    mut on_epoch: impl FnMut(&EpochStats, &Trainer<B>),
+) -> Result<Summary, RunError> {
+    let folder = params.options.folder.clone();
+    let records = folder.join("records").join("train.csv");
+    let mut trainer = if resume {
+        load_trainer::<B>(&folder, &params.config, device)?
+    } else {
+        if let Some((epoch, _)) = checkpoints(&folder).pop() {
+            return Err(RunError::Input(format!(
+                "{} already holds a run (checkpoint at epoch {epoch}): pass --load to resume it, or choose another --folder",
+                folder.display()
+            )));
+        }
+        for sub in ["savings", "records", "pic"] {
+            fs::create_dir_all(folder.join(sub)).map_err(|e| io(&folder.join(sub), e))?;
+        }
+        write_atomic(&records, format!("{CSV_HEADER}\n").as_bytes())?;
+        Trainer::new(params.config.clone(), device).map_err(|e| RunError::Input(e.to_string()))?
+    };
+    let json = serde_json::to_string_pretty(&params).expect("parameters serialize");
+    write_atomic(&folder.join("parameters.json"), json.as_bytes())?;
+    // Keep the records consistent with the checkpoint: drop rows written after it.
+    let text = fs::read_to_string(&records).unwrap_or_else(|_| format!("{CSV_HEADER}\n"));
+    let mut history: Vec<String> = text
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            l.split(',')
+                .next()
+                .and_then(|e| e.parse::<usize>().ok())
+                .is_some_and(|e| e <= trainer.epoch)
+        })
+        .map(String::from)
+        .collect();
+    let mut csv_body = format!("{CSV_HEADER}\n");
+    for line in &history {
+        csv_body.push_str(line);
+        csv_body.push('\n');
+    }
+    write_atomic(&records, csv_body.as_bytes())?;
+    let mut csv = fs::OpenOptions::new()
+        .append(true)
+        .open(&records)
+        .map_err(|e| io(&records, e))?;
+
+    let save = |trainer: &Trainer<B>| -> Result<(), RunError> {
+        let bytes = trainer
+            .to_checkpoint()
+            .map_err(|e| RunError::Io(e.to_string()))?;
+        write_atomic(
+            &folder
+                .join("savings")
+                .join(format!("epoch-{:06}.ckpt", trainer.epoch)),
+            &bytes,
+        )?;
+        let all = checkpoints(&folder);
+        let keep = params.options.keep.max(1);
+        for (_, old) in all.iter().take(all.len().saturating_sub(keep)) {
+            let _ = fs::remove_file(old);
+        }
+        Ok(())
+    };
+
+    let start_epoch = trainer.epoch;
+    let t0 = Instant::now();
+    let mut last = Instant::now();
+    while trainer.epoch < params.options.epochs {
+        let stats = match trainer.step() {
+            Ok(s) => s,
+            Err(diverged) => {
+                let good = checkpoints(&folder)
+                    .pop()
+                    .map(|(e, _)| {
+                        format!(
+                            "the last good checkpoint is epoch {e} in {}",
+                            folder.join("savings").display()
+                        )
+                    })
+                    .unwrap_or_else(|| "no checkpoint was written yet".into());
+                return Err(RunError::Diverged(format!("{diverged}; {good}")));
+            }
+        };
+        let seconds = last.elapsed().as_secs_f64();
+        last = Instant::now();
+        let row = format!(
+            "{},{:?},{:?},{:?},{:?},{:?},{:.6}",
+            stats.epoch,
+            stats.loss,
+            stats.f,
+            stats.f_std,
+            stats.f_stderr,
+            stats.relative_error,
+            seconds
+        );
+        writeln!(csv, "{row}").map_err(|e| io(&records, e))?;
+        history.push(row);
+        on_epoch(&stats, &trainer);
+        if trainer.epoch % params.options.save_period.max(1) == 0
+            || trainer.epoch == params.options.epochs
+        {
+            save(&trainer)?;
+        }
+    }
+    if checkpoints(&folder).last().map(|(e, _)| *e) != Some(trainer.epoch) {
+        save(&trainer)?;
+    }
+    let done = trainer.epoch - start_epoch;
+    let seconds_per_epoch = if done > 0 {
+        t0.elapsed().as_secs_f64() / done as f64
+    } else {
+        f64::NAN
+    };
+    let summary = summarize(&params, &history, seconds_per_epoch, &folder);
+    let json = serde_json::to_string_pretty(&summary).expect("summary serializes");
+    write_atomic(&folder.join("summary.json"), json.as_bytes())?;
+    Ok(summary)
+}
+
+/// The summary from the records: mean F over the last `min(20, epochs)` epochs.
+fn summarize(
+    params: &Parameters,
+    history: &[String],
+    seconds_per_epoch: f64,
+    folder: &Path,
+) -> Summary {
+    let rows: Vec<(f64, f64)> = history
+        .iter()
+        .filter_map(|l| {
+            let c: Vec<&str> = l.split(',').collect();
+            Some((c.get(2)?.parse().ok()?, c.get(4)?.parse().ok()?))
+        })
+        .collect();
+    let window = rows.len().min(20);
+    let tail = &rows[rows.len() - window..];
+    let w = window.max(1) as f64;
+    let f = tail.iter().map(|r| r.0).sum::<f64>() / w;
+    let f_stderr = tail.iter().map(|r| r.1 * r.1).sum::<f64>().sqrt() / w;
+    let rel = params.config.relaxation();
+    Summary {
+        l: params.config.lattice.side(),
+        d: params.config.lattice.dim(),
+        t: params.config.t,
+        epochs: history.len(),
+        f,
+        f_stderr,
+        window,
+        ln_zx: rel.ln_z_x,
+        loss_bound: rel.loss_bound(),
+        relative_error: rel.relative_error(f),
+        seconds_per_epoch,
+        parameters: params.config.mera().num_params(),
+        folder: folder.to_path_buf(),
+    }
+}

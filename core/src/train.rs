@@ -1,0 +1,356 @@
+//! Training by minimizing the variational free energy (spec section 3).
+//!
+//! Per sample `f(x) = log q(x) - log p~(x)` with `x = g(z)`, `z ~ N(0, I)`; the mean of `f` is
+//! the variational free energy `F >= -ln Z_x` (units of `T`). Without symmetrization the loss
+//! adds the Z2 penalty `alpha * (mean log q(x) - mean log q(-x))`. Adam with coupled L2 weight
+//! decay; optional per-tensor gradient-norm clipping; a guard that refuses non-finite losses.
+
+use burn::grad_clipping::GradientClippingConfig;
+use burn::module::AutodiffModule;
+use burn::optim::adaptor::OptimizerAdaptor;
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::{Tensor, backend::AutodiffBackend, backend::Backend};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use serde::{Deserialize, Serialize};
+
+use crate::flow::{Flow, logaddexp, normal_noise};
+use crate::ising::{Relaxation, Target};
+use crate::lattice::{InputError, Lattice, check_temperature};
+use crate::mera::{MeraConfig, splitmix64};
+use crate::stats::mean_error;
+
+/// Everything that determines a training run's result (stored in `parameters.json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Lattice side `L` and dimension `d`.
+    #[serde(flatten)]
+    pub lattice: Lattice,
+    /// Temperature `T`.
+    #[serde(rename = "T")]
+    pub t: f64,
+    /// MERA levels built (`depthMERA`), `1..=log2 L`.
+    #[serde(rename = "depthMERA")]
+    pub depth: usize,
+    /// Copies of the [disentangler, decimator] pair per level.
+    pub nrepeat: usize,
+    /// Affine coupling layers per RealNVP block.
+    pub nlayers: usize,
+    /// Hidden layers per MLP.
+    pub nmlp: usize,
+    /// Hidden width of the MLPs.
+    pub nhidden: usize,
+    /// Z2-symmetrized flow.
+    pub symmetry: bool,
+    /// Weight of the Z2 penalty (unused when `symmetry`).
+    pub alpha: f64,
+    /// Samples per training step (one step per epoch).
+    pub batch: usize,
+    /// Adam learning rate.
+    pub lr: f64,
+    /// Coupled L2 weight decay.
+    pub weight_decay: f64,
+    /// Per-tensor gradient-norm clipping threshold, if any.
+    pub clip: Option<f64>,
+    /// Seed of the weights, masks and sample streams.
+    pub seed: u64,
+}
+
+/// A configuration that cannot be trained, with the value and what is allowed.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Input(#[from] InputError),
+    #[error("{name} = {value} is not allowed: {allowed}")]
+    Value {
+        name: &'static str,
+        value: String,
+        allowed: String,
+    },
+}
+
+fn bad(name: &'static str, value: impl ToString, allowed: impl ToString) -> ConfigError {
+    ConfigError::Value {
+        name,
+        value: value.to_string(),
+        allowed: allowed.to_string(),
+    }
+}
+
+impl TrainConfig {
+    /// The paper's configuration (`nlayers 10, nmlp 3, nhidden 10, nrepeat 1`, symmetrized,
+    /// batch 512, Adam lr 1e-3 with weight decay 1e-3) at side `l`, dimension `d`, temperature `t`.
+    pub fn paper(l: usize, d: usize, t: f64) -> Result<Self, ConfigError> {
+        let lattice = Lattice::new(l, d)?;
+        let config = Self {
+            lattice,
+            t,
+            depth: lattice.depth(),
+            nrepeat: 1,
+            nlayers: 10,
+            nmlp: 3,
+            nhidden: 10,
+            symmetry: true,
+            alpha: 1.0,
+            batch: 512,
+            lr: 1e-3,
+            weight_decay: 1e-3,
+            clip: None,
+            seed: 1,
+        };
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value; the message names the value and what is allowed.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let lat = Lattice::new(self.lattice.side(), self.lattice.dim())?;
+        check_temperature(self.t)?;
+        let max_depth = lat.depth();
+        if self.depth < 1 || self.depth > max_depth {
+            return Err(bad(
+                "depthMERA",
+                self.depth,
+                format!("an integer from 1 to log2 L = {max_depth}"),
+            ));
+        }
+        for (name, v) in [
+            ("nrepeat", self.nrepeat),
+            ("nlayers", self.nlayers),
+            ("nmlp", self.nmlp),
+            ("nhidden", self.nhidden),
+            ("batch", self.batch),
+        ] {
+            if v == 0 {
+                return Err(bad(name, v, "an integer >= 1"));
+            }
+        }
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(bad("lr", self.lr, "a finite number > 0"));
+        }
+        if !(self.alpha.is_finite() && self.alpha >= 0.0) {
+            return Err(bad("alpha", self.alpha, "a finite number >= 0"));
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return Err(bad(
+                "weight-decay",
+                self.weight_decay,
+                "a finite number >= 0",
+            ));
+        }
+        if let Some(c) = self.clip.filter(|c| !(c.is_finite() && *c > 0.0)) {
+            return Err(bad("clip", c, "a finite number > 0"));
+        }
+        Ok(())
+    }
+
+    /// The network architecture.
+    pub fn mera(&self) -> MeraConfig {
+        MeraConfig {
+            lattice: self.lattice,
+            depth: self.depth,
+            nrepeat: self.nrepeat,
+            nlayers: self.nlayers,
+            nmlp: self.nmlp,
+            nhidden: self.nhidden,
+        }
+    }
+
+    /// The relaxation target's constants.
+    pub fn relaxation(&self) -> Relaxation {
+        Relaxation::new(self.lattice, self.t).expect("validated temperature")
+    }
+
+    /// A fresh flow with weights from the seed.
+    pub fn init_flow<B: Backend>(&self, device: &B::Device) -> Flow<B> {
+        Flow {
+            mera: self.mera().init(self.seed, device),
+            symmetric: self.symmetry,
+        }
+    }
+
+    /// The Adam optimizer of the spec.
+    pub fn optimizer<B: AutodiffBackend>(&self) -> OptimizerAdaptor<Adam, Flow<B>, B> {
+        AdamConfig::new()
+            .with_epsilon(1e-8)
+            .with_weight_decay(
+                (self.weight_decay > 0.0).then(|| WeightDecayConfig::new(self.weight_decay as f32)),
+            )
+            .with_grad_clipping(self.clip.map(|c| GradientClippingConfig::Norm(c as f32)))
+            .init()
+    }
+
+    /// The sample stream of epoch `epoch`: a function of the seed and the epoch only, so a
+    /// resumed run draws exactly what an uninterrupted one would.
+    pub fn epoch_rng(&self, epoch: usize) -> StdRng {
+        StdRng::seed_from_u64(splitmix64(
+            self.seed ^ splitmix64(0x5EED_0000 + epoch as u64),
+        ))
+    }
+}
+
+/// Statistics of one training step.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct EpochStats {
+    /// Epochs completed, this one included (1-based).
+    pub epoch: usize,
+    /// The optimized loss (F plus the Z2 penalty, if any).
+    pub loss: f64,
+    /// Variational free energy `F = mean f` of the batch (units of T).
+    #[serde(rename = "F")]
+    pub f: f64,
+    /// Standard deviation of `f` over the batch.
+    #[serde(rename = "F_std")]
+    pub f_std: f64,
+    /// Standard error of `F`.
+    #[serde(rename = "F_stderr")]
+    pub f_stderr: f64,
+    /// `(F + ln Z_x) / ln Z_x`.
+    pub relative_error: f64,
+}
+
+/// Training stopped because the loss or a per-sample free energy was NaN or infinite.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "training diverged at epoch {epoch}: the loss is {loss} ({bad} of {batch} samples non-finite); lower --lr or set --clip"
+)]
+pub struct Diverged {
+    pub epoch: usize,
+    pub loss: f64,
+    pub bad: usize,
+    pub batch: usize,
+}
+
+/// The free energy per sample and the loss, without the optimizer: shared by training and
+/// evaluation. Returns `(f [batch], loss [1])`.
+pub fn free_energy<B: Backend>(
+    config: &TrainConfig,
+    flow: &Flow<B>,
+    target: &Target<B>,
+    z: Tensor<B, 2>,
+) -> (Tensor<B, 1>, Tensor<B, 1>) {
+    let (x, lq_plain) = flow.generate(z);
+    let lp = target.log_prob(x.clone());
+    if config.symmetry {
+        let (_, lq_flip) = flow.infer(x.neg());
+        let lq = logaddexp(lq_plain, lq_flip).sub_scalar(std::f64::consts::LN_2);
+        let f = lq - lp;
+        (f.clone(), f.mean())
+    } else if config.alpha > 0.0 {
+        let (_, lq_flip) = flow.infer(x.neg());
+        let f = lq_plain.clone() - lp;
+        let penalty = (lq_plain.mean() - lq_flip.mean()).mul_scalar(config.alpha);
+        (f.clone(), f.mean() + penalty)
+    } else {
+        let f = lq_plain - lp;
+        (f.clone(), f.mean())
+    }
+}
+
+/// A training run in memory: flow, optimizer and the number of epochs done.
+pub struct Trainer<B: AutodiffBackend> {
+    pub config: TrainConfig,
+    flow: Option<Flow<B>>,
+    optim: OptimizerAdaptor<Adam, Flow<B>, B>,
+    pub target: Target<B>,
+    /// Epochs completed.
+    pub epoch: usize,
+}
+
+impl<B: AutodiffBackend> Trainer<B> {
+    /// A fresh run (epoch 0).
+    pub fn new(config: TrainConfig, device: &B::Device) -> Result<Self, ConfigError> {
+        config.validate()?;
+        let target = Target::new(config.relaxation(), device);
+        let flow = config.init_flow(device);
+        let optim = config.optimizer();
+        Ok(Self {
+            config,
+            flow: Some(flow),
+            optim,
+            target,
+            epoch: 0,
+        })
+    }
+
+    /// The flow being trained.
+    pub fn flow(&self) -> &Flow<B> {
+        self.flow.as_ref().expect("flow present between steps")
+    }
+
+    /// The flow without autodiff, for sampling and evaluation.
+    pub fn flow_valid(&self) -> Flow<B::InnerBackend> {
+        self.flow().valid()
+    }
+
+    /// One epoch: one Adam step on a fresh batch. On a non-finite loss nothing is changed and
+    /// [`Diverged`] is returned.
+    pub fn step(&mut self) -> Result<EpochStats, Diverged> {
+        let epoch = self.epoch + 1;
+        let flow = self.flow.take().expect("flow present between steps");
+        let device = flow.mera.device();
+        let mut rng = self.config.epoch_rng(epoch);
+        let z = normal_noise::<B>(
+            &mut rng,
+            self.config.batch,
+            self.config.lattice.sites(),
+            &device,
+        );
+        let (f, loss) = free_energy(&self.config, &flow, &self.target, z);
+        // One readback per step: the per-sample f and the loss together.
+        let host: Vec<f64> = Tensor::cat(vec![f.clone().detach(), loss.clone().detach()], 0)
+            .into_data()
+            .iter::<f64>()
+            .collect();
+        let (fs, loss_value) = host.split_at(self.config.batch);
+        let loss_value = loss_value[0];
+        let bad = fs.iter().filter(|v| !v.is_finite()).count();
+        if bad > 0 || !loss_value.is_finite() {
+            self.flow = Some(flow);
+            return Err(Diverged {
+                epoch,
+                loss: loss_value,
+                bad,
+                batch: self.config.batch,
+            });
+        }
+        let grads = GradientsParams::from_grads(loss.backward(), &flow);
+        self.flow = Some(self.optim.step(self.config.lr, flow, grads));
+        self.epoch = epoch;
+        let me = mean_error(fs);
+        Ok(EpochStats {
+            epoch,
+            loss: loss_value,
+            f: me.mean,
+            f_std: me.std,
+            f_stderr: me.stderr,
+            relative_error: self.target.relaxation.relative_error(me.mean),
+        })
+    }
+
+    /// The trained parameters and optimizer state as bytes (see [`crate::checkpoint`]).
+    pub fn to_checkpoint(&self) -> Result<Vec<u8>, crate::checkpoint::CheckpointError> {
+        crate::checkpoint::encode(self.epoch, self.flow(), &self.optim)
+    }
+
+    /// Restores a run from [`Trainer::to_checkpoint`]'s bytes.
+    pub fn from_checkpoint(
+        config: TrainConfig,
+        bytes: &[u8],
+        device: &B::Device,
+    ) -> Result<Self, crate::checkpoint::CheckpointError> {
+        let mut trainer = Self::new(config, device)
+            .map_err(|e| crate::checkpoint::CheckpointError::Config(e.to_string()))?;
+        let (epoch, flow, optim) = crate::checkpoint::decode(
+            bytes,
+            trainer.flow.take().expect("fresh flow"),
+            trainer.optim,
+            device,
+        )?;
+        trainer.flow = Some(flow);
+        trainer.optim = optim;
+        trainer.epoch = epoch;
+        Ok(trainer)
+    }
+}
