@@ -129,3 +129,19 @@ pub fn decode<B: AutodiffBackend>(
     let optim = optim.load_record(orecord);
     Ok((epoch, flow, optim))
 }
+
+/// All float parameters of a module, flattened in visiting order (for comparisons).
+pub fn flat_parameters<B: burn::tensor::backend::Backend, M: Module<B>>(module: &M) -> Vec<f64> {
+    struct Collect(Vec<f64>);
+    impl<B: burn::tensor::backend::Backend> burn::module::ModuleVisitor<B> for Collect {
+        fn visit_float<const D: usize>(
+            &mut self,
+            p: &burn::module::Param<burn::tensor::Tensor<B, D>>,
+        ) {
+            self.0.extend(p.val().into_data().iter::<f64>());
+        }
+    }
+    let mut c = Collect(Vec::new());
+    module.visit(&mut c);
+    c.0
+}
