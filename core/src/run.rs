@@ -161,31 +161,44 @@ pub fn load_trainer<B: AutodiffBackend>(
 
 const CSV_HEADER: &str = "epoch,loss,F,F_std,F_stderr,relative_error,seconds";
 
-/// Trains a run in its folder: a new one, or (with `resume`) the folder's run from its newest
-/// checkpoint, up to `options.epochs`. `on_epoch` sees every epoch's statistics (progress).
-pub fn train<B: AutodiffBackend>(
-    params: Parameters,
+/// Opens a run in its folder: a new one (the folder must not hold a run yet), or with `resume`
+/// the folder's run at its newest checkpoint.
+pub fn open<B: AutodiffBackend>(
+    params: &Parameters,
     resume: bool,
     device: &B::Device,
+) -> Result<Trainer<B>, RunError> {
+    let folder = &params.options.folder;
+    if resume {
+        return load_trainer::<B>(folder, &params.config, device);
+    }
+    if let Some((epoch, _)) = checkpoints(folder).pop() {
+        return Err(RunError::Input(format!(
+            "{} already holds a run (checkpoint at epoch {epoch}): pass --load to resume it, or choose another --folder",
+            folder.display()
+        )));
+    }
+    let trainer =
+        Trainer::new(params.config.clone(), device).map_err(|e| RunError::Input(e.to_string()))?;
+    for sub in ["savings", "records", "pic"] {
+        fs::create_dir_all(folder.join(sub)).map_err(|e| io(&folder.join(sub), e))?;
+    }
+    write_atomic(
+        &folder.join("records").join("train.csv"),
+        format!("{CSV_HEADER}\n").as_bytes(),
+    )?;
+    Ok(trainer)
+}
+
+/// Trains an [`open`]ed run up to `params.options.epochs`, writing checkpoints, records and the
+/// summary. `on_epoch` sees every epoch's statistics (progress display).
+pub fn train<B: AutodiffBackend>(
+    mut trainer: Trainer<B>,
+    params: Parameters,
     mut on_epoch: impl FnMut(&EpochStats, &Trainer<B>),
 ) -> Result<Summary, RunError> {
     let folder = params.options.folder.clone();
     let records = folder.join("records").join("train.csv");
-    let mut trainer = if resume {
-        load_trainer::<B>(&folder, &params.config, device)?
-    } else {
-        if let Some((epoch, _)) = checkpoints(&folder).pop() {
-            return Err(RunError::Input(format!(
-                "{} already holds a run (checkpoint at epoch {epoch}): pass --load to resume it, or choose another --folder",
-                folder.display()
-            )));
-        }
-        for sub in ["savings", "records", "pic"] {
-            fs::create_dir_all(folder.join(sub)).map_err(|e| io(&folder.join(sub), e))?;
-        }
-        write_atomic(&records, format!("{CSV_HEADER}\n").as_bytes())?;
-        Trainer::new(params.config.clone(), device).map_err(|e| RunError::Input(e.to_string()))?
-    };
     let json = serde_json::to_string_pretty(&params).expect("parameters serialize");
     write_atomic(&folder.join("parameters.json"), json.as_bytes())?;
     // Keep the records consistent with the checkpoint: drop rows written after it.

@@ -128,7 +128,19 @@ fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse_from(normalize_args(std::env::args()));
+    let cli = match Cli::try_parse_from(normalize_args(std::env::args())) {
+        Ok(cli) => cli,
+        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
+        Err(e) => {
+            // One line: clap's first line names the bad value or option.
+            let text = e.to_string();
+            eprintln!(
+                "{} (see --help)",
+                text.lines().next().unwrap_or("error: bad arguments")
+            );
+            return ExitCode::from(2);
+        }
+    };
     match run_cli(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -229,6 +241,7 @@ fn run_cli(cli: Cli) -> Result<(), RunError> {
 fn go<B: AutodiffBackend>(mut params: Parameters, resume: bool) -> Result<(), RunError> {
     let device = B::Device::default();
     params.backend = B::name(&device);
+    let trainer = run::open::<B>(&params, resume, &device)?;
     let rel = params.config.relaxation();
     let c = &params.config;
     eprintln!(
@@ -242,13 +255,14 @@ fn go<B: AutodiffBackend>(mut params: Parameters, resume: bool) -> Result<(), Ru
         rel.loss_bound()
     );
     let bar = ProgressBar::new(params.options.epochs as u64);
+    bar.set_position(trainer.epoch as u64);
     bar.set_style(
         ProgressStyle::with_template(
             "{bar:30} {pos}/{len} epochs  {msg}  [{elapsed_precise} < {eta_precise}]",
         )
         .expect("valid template"),
     );
-    let summary = run::train::<B>(params, resume, &device, |s, _| {
+    let summary = run::train::<B>(trainer, params, |s, _| {
         bar.set_position(s.epoch as u64);
         bar.set_message(format!(
             "F = {:.4} ± {:.4}  rel.err = {:.3}%",

@@ -1,0 +1,190 @@
+//! The `train` command end to end: bad input, resuming bit-identically, the NaN guard.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use burn::backend::{Autodiff, Flex};
+use neuralrg::checkpoint::flat_parameters;
+use neuralrg::run;
+
+fn train(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_train"))
+        .args(args)
+        .output()
+        .expect("run train")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("neuralrg-cli-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// A tiny, fast configuration.
+const SMALL: &[&str] = &[
+    "-L", "4", "-nlayers", "2", "-nhidden", "4", "-nmlp", "1", "-batch", "32",
+];
+
+fn assert_refused(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "exit code for {needle:?}; stderr: {stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one-line message expected, got: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains(needle),
+        "message {stderr:?} should name {needle:?}"
+    );
+}
+
+#[test]
+fn bad_input_gets_one_line_and_exit_code_2() {
+    let empty = scratch("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let empty = empty.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["-L", "6"], "L = 6"),
+        (vec!["-L", "2"], "L = 2"),
+        (vec!["-T", "0"], "T = 0"),
+        (vec!["-T", "-1"], "T = -1"),
+        (vec!["-d", "3"], "d = 3"),
+        (vec!["-batch", "0"], "batch = 0"),
+        (vec!["--frobnicate"], "--frobnicate"),
+        (vec!["-depthMERA", "5", "-L", "8"], "depthMERA = 5"),
+        (vec!["-load", "-folder", empty], "parameters.json"),
+    ] {
+        assert_refused(&train(&args), needle);
+    }
+}
+
+#[test]
+fn truncated_checkpoint_is_refused() {
+    let dir = scratch("truncated");
+    let folder = dir.to_str().unwrap();
+    let mut args = SMALL.to_vec();
+    args.extend(["-epochs", "2", "-folder", folder]);
+    assert!(train(&args).status.success());
+    let (_, newest) = run::checkpoints(&dir).pop().unwrap();
+    let bytes = std::fs::read(&newest).unwrap();
+    std::fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
+    assert_refused(
+        &train(&["-load", "-folder", folder, "-epochs", "4"]),
+        "truncated",
+    );
+    // Without --load an existing run is never overwritten.
+    assert_refused(&train(&["-folder", folder]), "--load");
+}
+
+fn records(folder: &Path) -> Vec<String> {
+    // Everything but the wall-clock column.
+    std::fs::read_to_string(folder.join("records/train.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+        .collect()
+}
+
+fn final_parameters(folder: &Path) -> Vec<f64> {
+    let params = run::read_parameters(folder).unwrap();
+    let trainer =
+        run::load_trainer::<Autodiff<Flex>>(folder, &params.config, &Default::default()).unwrap();
+    flat_parameters(trainer.flow())
+}
+
+#[test]
+fn a_resumed_run_is_bit_identical_to_an_uninterrupted_one() {
+    let (a, b) = (scratch("straight"), scratch("resumed"));
+    let mut args = SMALL.to_vec();
+    args.extend([
+        "-savePeriod",
+        "2",
+        "-epochs",
+        "7",
+        "-folder",
+        a.to_str().unwrap(),
+    ]);
+    assert!(train(&args).status.success());
+    let mut args = SMALL.to_vec();
+    args.extend([
+        "-savePeriod",
+        "2",
+        "-epochs",
+        "3",
+        "-folder",
+        b.to_str().unwrap(),
+    ]);
+    assert!(train(&args).status.success());
+    // Simulate a crash after epoch 3 was saved but before more rows were trusted: resume.
+    let out = train(&["-load", "-folder", b.to_str().unwrap(), "-epochs", "7"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(records(&a), records(&b));
+    assert_eq!(records(&a).len(), 8);
+    let (pa, pb) = (final_parameters(&a), final_parameters(&b));
+    assert!(!pa.is_empty());
+    assert!(
+        pa.iter().zip(&pb).all(|(x, y)| x.to_bits() == y.to_bits()),
+        "parameters differ"
+    );
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(b.join("summary.json")).unwrap()).unwrap();
+    for key in [
+        "L",
+        "d",
+        "T",
+        "epochs",
+        "F",
+        "F_stderr",
+        "lnZx",
+        "relative_error",
+        "seconds_per_epoch",
+        "parameters",
+    ] {
+        assert!(!summary[key].is_null(), "summary.json lacks {key}");
+    }
+    assert_eq!(summary["epochs"], 7);
+}
+
+#[test]
+fn divergence_stops_with_a_message_and_keeps_the_last_checkpoint() {
+    let dir = scratch("diverge");
+    let mut args = SMALL.to_vec();
+    args.extend([
+        "-lr",
+        "1e6",
+        "-epochs",
+        "200",
+        "-savePeriod",
+        "1",
+        "-folder",
+        dir.to_str().unwrap(),
+    ]);
+    let out = train(&args);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("training diverged at epoch"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let (epoch, _) = run::checkpoints(&dir)
+        .pop()
+        .expect("a good checkpoint survives");
+    assert!(
+        stderr.contains(&format!("last good checkpoint is epoch {epoch}")),
+        "{stderr}"
+    );
+    // The kept checkpoint loads and is finite.
+    let params = run::read_parameters(&dir).unwrap();
+    let trainer =
+        run::load_trainer::<Autodiff<Flex>>(&dir, &params.config, &Default::default()).unwrap();
+    assert!(
+        flat_parameters(trainer.flow())
+            .iter()
+            .all(|v| v.is_finite())
+    );
+}
