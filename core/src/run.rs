@@ -277,7 +277,9 @@ pub fn train<B: AutodiffBackend>(
         writeln!(csv, "{row}").map_err(|e| io(&records, e))?;
         history.push(row);
         on_epoch(&stats, &trainer);
-        if trainer.epoch % params.options.save_period.max(1) == 0
+        if trainer
+            .epoch
+            .is_multiple_of(params.options.save_period.max(1))
             || trainer.epoch == params.options.epochs
         {
             save(&trainer)?;

@@ -188,3 +188,40 @@ fn divergence_stops_with_a_message_and_keeps_the_last_checkpoint() {
             .all(|v| v.is_finite())
     );
 }
+
+#[test]
+fn the_papers_command_line_works_verbatim() {
+    let dir = scratch("paper");
+    let mut args: Vec<&str> = "-epochs 5000 -folder ./opt/16Ising -batch 512 -nlayers 10 -nmlp 3 -nhidden 10 -L 16 -nrepeat 1 -savePeriod 100 -symmetry"
+        .split(' ')
+        .collect();
+    // Later options override earlier ones: keep the test short and out of the checkout.
+    args.extend(["-epochs", "1", "-folder", dir.to_str().unwrap()]);
+    let out = train(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let params = run::read_parameters(&dir).unwrap();
+    let c = &params.config;
+    assert_eq!(
+        (
+            c.lattice.side(),
+            c.batch,
+            c.nlayers,
+            c.nmlp,
+            c.nhidden,
+            c.nrepeat
+        ),
+        (16, 512, 10, 3, 10, 1)
+    );
+    assert!(c.symmetry);
+    assert_eq!(params.options.save_period, 100);
+    assert_eq!(c.mera().num_params(), 50_560);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("relative error") && stdout.contains("-592.875740"),
+        "{stdout}"
+    );
+}

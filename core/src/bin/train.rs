@@ -15,16 +15,16 @@ use neuralrg::lattice::{Lattice, T_C};
 use neuralrg::run::{self, Parameters, RunError, RunOptions};
 use neuralrg::train::TrainConfig;
 
-const DEFAULT_EPOCHS: usize = 200;
+const DEFAULT_EPOCHS: usize = 150;
 
 /// Train NeuralRG (Li & Wang, PRL 121, 260601): a MERA-structured RealNVP flow fitted to the
 /// Hubbard-Stratonovich relaxation of the Ising model by minimizing the variational free energy.
 ///
 /// Defaults: the paper's network (nlayers 10, nmlp 3, nhidden 10, nrepeat 1, symmetrized,
-/// batch 512) on an 8x8 lattice at T_c for 200 epochs. Single-dash long options
+/// batch 512) on an 8x8 lattice at T_c for 150 epochs. Single-dash long options
 /// (-epochs, -savePeriod, ...) are accepted as in the original code.
 #[derive(Parser, Debug)]
-#[command(version, about, long_about = None, allow_negative_numbers = true)]
+#[command(version, allow_negative_numbers = true, args_override_self = true)]
 struct Cli {
     /// Run folder (default: runs/<name>, name from the settings).
     #[arg(long)]
@@ -32,7 +32,7 @@ struct Cli {
     /// Name of the run (a label, and the folder name under runs/ when --folder is not given).
     #[arg(long)]
     name: Option<String>,
-    /// Total epochs, one Adam step on a fresh batch each [default: 200; with --load: the
+    /// Total epochs, one Adam step on a fresh batch each [default: 150; with --load: the
     /// stored value].
     #[arg(long)]
     epochs: Option<usize>,
