@@ -28,7 +28,11 @@ step "clippy"
 cargo clippy --release --workspace --all-targets -- -D warnings
 
 step "tests"
-cargo test --release --workspace
+log="$CARGO_TARGET_DIR/neuralrg-test.log"
+cargo test --release --workspace 2>&1 | tee "$log"
+passed=$(grep -Eo '^test result: .* ([0-9]+) passed' "$log" | grep -Eo '[0-9]+ passed' | awk '{s+=$1} END {print s+0}')
+failed=$(grep -Eo '[0-9]+ failed' "$log" | awk '{s+=$1} END {print s+0}')
 
 echo
 echo "all checks passed in $(( $(date +%s) - start )) s"
+echo "tests: $passed passed, $failed failed"

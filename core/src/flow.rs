@@ -74,6 +74,30 @@ impl<B: Backend> Flow<B> {
         (z, lq)
     }
 
+    /// `x` oriented for the inverse map: for a symmetrized flow, `s x` with the sign `s = +-1`
+    /// whose branch gives `x` the larger density (the mixture component `x` most likely came
+    /// from); `x` itself otherwise. The latent variables of `x` are `g^-1(orient(x))`.
+    pub fn orient(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        if !self.symmetric {
+            return x;
+        }
+        let (_, lq) = self.infer(x.clone());
+        let (_, lq_neg) = self.infer(x.clone().neg());
+        // s = 1 - 2 [q(-x) > q(x)]
+        let sign = lq_neg
+            .greater(lq)
+            .float()
+            .mul_scalar(-2.0)
+            .add_scalar(1.0)
+            .unsqueeze_dim(1);
+        x * sign
+    }
+
+    /// The latent variables `z = g^-1(orient(x))`.
+    pub fn latent(&self, x: Tensor<B, 2>) -> Tensor<B, 2> {
+        self.mera.infer(self.orient(x)).0
+    }
+
     /// `log q(x)` of the flow (symmetrized if the flow is).
     pub fn log_prob(&self, x: Tensor<B, 2>) -> Tensor<B, 1> {
         let (_, lq) = self.infer(x.clone());

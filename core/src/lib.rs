@@ -6,6 +6,7 @@
 //! minimizing the variational free energy against a continuous relaxation of the Ising model.
 //!
 //! One module per idea of the paper:
+//! - [`analysis`]: receptive fields and mutual information (what the network learned);
 //! - [`lattice`]: the periodic lattice, RG levels;
 //! - [`ising`]: the Hubbard-Stratonovich relaxation `log p~(x)`;
 //! - [`exact`]: Kaufman's exact solution and the transfer matrix;
@@ -13,20 +14,28 @@
 //! - [`mera`]: the hierarchy of disentangler and decimator layers;
 //! - [`flow`]: prior, flow density, Z2 symmetrization;
 //! - [`train`]: the variational free energy, Adam, the NaN guard;
+//! - [`sample`]: direct sampling, importance weights, independent Metropolis-Hastings;
+//! - [`plot`]: heat maps and figures on any plotters backend;
 //! - [`stats`]: means, errors, log-sum-exp.
 //!
-//! Native only: [`run`] (run folders, checkpoints, records) and [`device`] (backend choice).
+//! Native only: [`run`] (run folders, checkpoints, records), [`device`] (backend choice) and
+//! [`cli`] (argument glue of the binaries).
 
+pub mod analysis;
 pub mod coupling;
 pub mod exact;
 pub mod flow;
 pub mod ising;
 pub mod lattice;
 pub mod mera;
+pub mod plot;
+pub mod sample;
 pub mod stats;
 pub mod train;
 
 pub mod checkpoint;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod cli;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod device;
 #[cfg(not(target_arch = "wasm32"))]

@@ -163,6 +163,7 @@ impl MeraConfig {
             .collect();
         Mera {
             blocks,
+            orders,
             to_next: forward,
             to_prev: backward,
             block_sizes: layers.iter().map(|l| l.sites.len()).collect(),
@@ -176,6 +177,8 @@ impl MeraConfig {
 pub struct Mera<B: Backend> {
     /// One bijector per block layer, in infer order.
     pub blocks: Vec<RealNvp<B>>,
+    /// The site order of the working vector while layer `i` acts (its blocks' sites first).
+    orders: Vec<Vec<usize>>,
     /// `to_next[i]` gathers the working vector from the order of layer `i-1` into that of layer
     /// `i` (orders `-1` and `len` are the site order); constants.
     to_next: Vec<Tensor<B, 1, Int>>,
@@ -234,6 +237,36 @@ impl<B: Backend> Mera<B> {
             logdet = logdet + ld;
         }
         (v.select(1, self.to_next[self.blocks.len()].clone()), logdet)
+    }
+
+    /// The outputs of the first `layers` block layers in the infer direction, in site order:
+    /// `layers = 0` gives `x`, `layers = len` gives `z`.
+    pub fn infer_partial(&self, x: Tensor<B, 2>, layers: usize) -> Tensor<B, 2> {
+        let layers = layers.min(self.blocks.len());
+        if layers == self.blocks.len() {
+            return self.infer(x).0;
+        }
+        let mut v = x;
+        for i in 0..layers {
+            v = v.select(1, self.to_next[i].clone());
+            v = self.apply(i, v, false).0;
+        }
+        if layers == 0 {
+            return v;
+        }
+        let order = &self.orders[layers - 1];
+        let mut pos = vec![0i64; order.len()];
+        order
+            .iter()
+            .enumerate()
+            .for_each(|(p, &s)| pos[s] = p as i64);
+        let idx = Tensor::from_data(TensorData::new(pos, [order.len()]), &v.device());
+        v.select(1, idx)
+    }
+
+    /// Number of block layers.
+    pub fn num_layers(&self) -> usize {
+        self.blocks.len()
     }
 
     /// Generate direction `z -> x` (`[batch, N]`, site order); returns `x` and `ln|det dx/dz|`.

@@ -10,6 +10,7 @@ use burn::backend::{Autodiff, Flex, NdArray};
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use neuralrg::cli;
 use neuralrg::device::DeviceKind;
 use neuralrg::lattice::{Lattice, T_C};
 use neuralrg::run::{self, Parameters, RunError, RunOptions};
@@ -107,49 +108,10 @@ struct Cli {
     device: DeviceKind,
 }
 
-/// The original's single-dash long options (`-epochs`) become `--epochs`.
-fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
-    args.enumerate()
-        .map(|(i, a)| {
-            let single_dash_word = a.len() > 2
-                && a.starts_with('-')
-                && !a.starts_with("--")
-                && a[1..]
-                    .chars()
-                    .next()
-                    .is_some_and(|c| c.is_ascii_alphabetic());
-            if i > 0 && single_dash_word {
-                format!("-{a}")
-            } else {
-                a
-            }
-        })
-        .collect()
-}
-
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse_from(normalize_args(std::env::args())) {
-        Ok(cli) => cli,
-        Err(e) if !e.use_stderr() => e.exit(), // --help, --version
-        Err(e) => {
-            // One line: clap's first line names the bad value or option.
-            let text = e.to_string();
-            eprintln!(
-                "{} (see --help)",
-                text.lines().next().unwrap_or("error: bad arguments")
-            );
-            return ExitCode::from(2);
-        }
-    };
-    match run_cli(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(match e {
-                RunError::Input(_) => 2,
-                _ => 1,
-            })
-        }
+    match cli::parse::<Cli>() {
+        Ok(args) => cli::report(run_cli(args)),
+        Err(code) => code,
     }
 }
 

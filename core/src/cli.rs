@@ -1,0 +1,58 @@
+//! Glue shared by the binaries (native only): argument parsing with the original's
+//! single-dash long options and one-line errors, and exit codes.
+
+use std::process::ExitCode;
+
+use crate::run::RunError;
+
+/// The original's single-dash long options (`-epochs`) become `--epochs`; negative numbers and
+/// single-letter options (`-L 16`, `-T -1`) stay as they are.
+pub fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
+    args.enumerate()
+        .map(|(i, a)| {
+            let single_dash_word = a.len() > 2
+                && a.starts_with('-')
+                && !a.starts_with("--")
+                && a[1..]
+                    .chars()
+                    .next()
+                    .is_some_and(|c| c.is_ascii_alphabetic());
+            if i > 0 && single_dash_word {
+                format!("-{a}")
+            } else {
+                a
+            }
+        })
+        .collect()
+}
+
+/// Parses the command line; `--help` and `--version` print and exit 0, bad arguments print one
+/// line (clap's first, which names the bad value or option) and give `Err(exit code 2)`.
+pub fn parse<T: clap::Parser>() -> Result<T, ExitCode> {
+    match T::try_parse_from(normalize_args(std::env::args())) {
+        Ok(cli) => Ok(cli),
+        Err(e) if !e.use_stderr() => e.exit(),
+        Err(e) => {
+            let text = e.to_string();
+            eprintln!(
+                "{} (see --help)",
+                text.lines().next().unwrap_or("error: bad arguments")
+            );
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// Prints a run error as one line; exit code 2 for bad input, 1 otherwise.
+pub fn report(result: Result<(), RunError>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(match e {
+                RunError::Input(_) => 2,
+                _ => 1,
+            })
+        }
+    }
+}

@@ -1,0 +1,197 @@
+//! Figures, drawn on any plotters backend: PNG and SVG natively, a canvas in the browser.
+//!
+//! Heat maps of receptive fields (diverging colours around zero, one scale per panel) and of
+//! mutual-information matrices (sequential colours from zero, one scale per panel).
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+
+use crate::analysis::ReceptiveField;
+use crate::lattice::Lattice;
+
+/// Colour scale of a heat map.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Scale {
+    /// Blue (negative), white (zero), red (positive), symmetric around zero.
+    Diverging,
+    /// White (zero) to dark blue (the maximum).
+    Sequential,
+}
+
+fn mix(a: (u8, u8, u8), b: (u8, u8, u8), t: f64) -> RGBColor {
+    let t = t.clamp(0.0, 1.0);
+    let m = |x: u8, y: u8| (x as f64 + (y as f64 - x as f64) * t).round() as u8;
+    RGBColor(m(a.0, b.0), m(a.1, b.1), m(a.2, b.2))
+}
+
+/// The colour of `v` on `scale` with range `max` (`|v| <= max`).
+pub fn colour(scale: Scale, v: f64, max: f64) -> RGBColor {
+    let t = if max > 0.0 { v / max } else { 0.0 };
+    let white = (255, 255, 255);
+    match scale {
+        Scale::Diverging if t >= 0.0 => mix(white, (178, 24, 43), t),
+        Scale::Diverging => mix(white, (33, 102, 172), -t),
+        Scale::Sequential => mix(white, (8, 48, 107), t),
+    }
+}
+
+/// A `rows x cols` heat map of `values` (row-major) with a caption that gives its range.
+pub fn heatmap<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    values: &[f64],
+    rows: usize,
+    cols: usize,
+    caption: &str,
+    scale: Scale,
+) -> Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let max = values.iter().map(|v| v.abs()).fold(0.0, f64::max);
+    let range = match scale {
+        Scale::Diverging => format!("±{max:.3}"),
+        Scale::Sequential => format!("0 to {max:.3}"),
+    };
+    let mut chart = ChartBuilder::on(area)
+        .caption(format!("{caption} [{range}]"), ("sans-serif", 13))
+        .margin(4)
+        .build_cartesian_2d(0..cols as i32, 0..rows as i32)
+        .map_err(err)?;
+    chart
+        .draw_series(
+            (0..rows)
+                .flat_map(|r| (0..cols).map(move |c| (r, c)))
+                .map(|(r, c)| {
+                    let y = (rows - 1 - r) as i32;
+                    Rectangle::new(
+                        [(c as i32, y), (c as i32 + 1, y + 1)],
+                        colour(scale, values[r * cols + c], max).filled(),
+                    )
+                }),
+        )
+        .map_err(err)?;
+    Ok(())
+}
+
+/// The receptive-field figure: one row of panels per RG level (`fields` grouped by level, each
+/// with a label), each panel `dx/dz_k` on the lattice with its own symmetric colour scale.
+pub fn receptive_figure<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    lattice: Lattice,
+    fields: &[(String, ReceptiveField)],
+) -> Result<(), String> {
+    area.fill(&WHITE).map_err(|e| e.to_string())?;
+    let levels: Vec<usize> = {
+        let mut l: Vec<usize> = fields.iter().map(|(_, f)| f.level).collect();
+        l.dedup();
+        l
+    };
+    let cols = levels
+        .iter()
+        .map(|lv| fields.iter().filter(|(_, f)| f.level == *lv).count())
+        .max()
+        .unwrap_or(1);
+    let area = area
+        .titled(
+            "Receptive fields dx/dz_k of latent sites k (rows: RG level)",
+            ("sans-serif", 16),
+        )
+        .map_err(|e| e.to_string())?;
+    let panels = area.split_evenly((levels.len(), cols));
+    let (rows, width) = if lattice.dim() == 2 {
+        (lattice.side(), lattice.side())
+    } else {
+        (1, lattice.side())
+    };
+    for (r, level) in levels.iter().enumerate() {
+        for (c, (label, f)) in fields.iter().filter(|(_, f)| f.level == *level).enumerate() {
+            let (row, col) = lattice.coords(f.site);
+            let caption = format!("level {level}, {label} ({row},{col})");
+            heatmap(
+                &panels[r * cols + c],
+                &f.values,
+                rows,
+                width,
+                &caption,
+                Scale::Diverging,
+            )?;
+        }
+    }
+    Ok(())
+}
+
+/// Mutual-information matrices side by side, each with its own colour scale.
+pub fn mi_figure<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    panels: &[(String, Vec<f64>)],
+    vars: usize,
+) -> Result<(), String> {
+    area.fill(&WHITE).map_err(|e| e.to_string())?;
+    let area = area
+        .titled(
+            "Pairwise mutual information (site x site)",
+            ("sans-serif", 16),
+        )
+        .map_err(|e| e.to_string())?;
+    let cells = area.split_evenly((1, panels.len().max(1)));
+    for (cell, (caption, m)) in cells.iter().zip(panels) {
+        heatmap(cell, m, vars, vars, caption, Scale::Sequential)?;
+    }
+    Ok(())
+}
+
+/// Registers the bundled DejaVu Sans as the `sans-serif` font for the bitmap backend (native).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn register_font() {
+    static FONT: &[u8] = include_bytes!("../assets/DejaVuSans.ttf");
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let _ = plotters::style::register_font("sans-serif", FontStyle::Normal, FONT);
+    });
+}
+
+/// A figure that can be drawn on any backend.
+pub trait Figure {
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), String>;
+}
+
+/// [`receptive_figure`] as a [`Figure`].
+pub struct ReceptiveFigure<'a> {
+    pub lattice: Lattice,
+    pub fields: &'a [(String, ReceptiveField)],
+}
+
+impl Figure for ReceptiveFigure<'_> {
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        receptive_figure(area, self.lattice, self.fields)
+    }
+}
+
+/// [`mi_figure`] as a [`Figure`].
+pub struct MiFigure<'a> {
+    pub panels: &'a [(String, Vec<f64>)],
+    pub vars: usize,
+}
+
+impl Figure for MiFigure<'_> {
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        mi_figure(area, self.panels, self.vars)
+    }
+}
+
+/// Draws a figure into `<stem>.png` and `<stem>.svg` (native).
+#[cfg(not(target_arch = "wasm32"))]
+pub fn save(stem: &std::path::Path, size: (u32, u32), figure: &impl Figure) -> Result<(), String> {
+    register_font();
+    let png = stem.with_extension("png");
+    let svg = stem.with_extension("svg");
+    {
+        let root = BitMapBackend::new(&png, size).into_drawing_area();
+        figure.draw(&root)?;
+        root.present()
+            .map_err(|e| format!("{}: {e}", png.display()))?;
+    }
+    let root = SVGBackend::new(&svg, size).into_drawing_area();
+    figure.draw(&root)?;
+    root.present()
+        .map_err(|e| format!("{}: {e}", svg.display()))?;
+    Ok(())
+}

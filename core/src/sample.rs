@@ -1,0 +1,147 @@
+//! Sampling with the flow (spec section 4): direct samples with importance weights, and the
+//! independent Metropolis-Hastings chain that makes them exact samples of the target.
+
+use burn::tensor::backend::Backend;
+use rand::RngExt;
+use rand::rngs::StdRng;
+
+use crate::flow::Flow;
+use crate::ising::Target;
+use crate::stats::log_mean_exp;
+
+/// A batch of direct samples on the host: fields and their log-weights.
+#[derive(Debug, Clone)]
+pub struct Direct {
+    /// Fields, row-major `[n, N]`.
+    pub x: Vec<f64>,
+    /// `log p~(x) - log q(x)` per sample.
+    pub log_w: Vec<f64>,
+}
+
+/// Draws `n` samples from the flow in batches of `batch` (host copies).
+pub fn direct<B: Backend>(
+    flow: &Flow<B>,
+    target: &Target<B>,
+    rng: &mut StdRng,
+    n: usize,
+    batch: usize,
+) -> Direct {
+    let mut x = Vec::with_capacity(n * flow.mera.sites());
+    let mut log_w = Vec::with_capacity(n);
+    while log_w.len() < n {
+        let b = batch.min(n - log_w.len());
+        let s = flow.sample(rng, b);
+        let lw = target.log_prob(s.x.clone()) - s.log_q;
+        x.extend(s.x.into_data().iter::<f64>());
+        log_w.extend(lw.into_data().iter::<f64>());
+    }
+    Direct { x, log_w }
+}
+
+/// Kish effective sample size of importance weights given as logs, as a fraction of their
+/// number: `(sum w)^2 / (n sum w^2)`.
+pub fn ess_fraction(log_w: &[f64]) -> f64 {
+    (2.0 * log_mean_exp(log_w) - log_mean_exp(&log_w.iter().map(|w| 2.0 * w).collect::<Vec<_>>()))
+        .exp()
+}
+
+/// A chain of the independent Metropolis-Hastings sampler.
+#[derive(Debug, Clone)]
+pub struct MhChain {
+    /// The chain's states, row-major `[n, N]` (a rejected proposal repeats the state).
+    pub x: Vec<f64>,
+    /// Accepted proposals over all proposals.
+    pub acceptance: f64,
+    /// Log-weights of all proposals (for the effective sample size).
+    pub proposal_log_w: Vec<f64>,
+}
+
+/// Independent Metropolis-Hastings with the flow as proposal: a proposal `x'` replaces the
+/// state `x` with probability `min(1, w(x') / w(x))`, `w = p~ / q`. The first proposal starts
+/// the chain. Proposals are drawn `batch` at a time.
+pub fn metropolis<B: Backend>(
+    flow: &Flow<B>,
+    target: &Target<B>,
+    rng: &mut StdRng,
+    n: usize,
+    batch: usize,
+) -> MhChain {
+    let d = direct(flow, target, rng, n, batch);
+    let sites = flow.mera.sites();
+    let mut x = Vec::with_capacity(n * sites);
+    let mut current = 0usize;
+    let mut accepted = 0usize;
+    for j in 0..n {
+        if j > 0 {
+            let log_ratio = d.log_w[j] - d.log_w[current];
+            if log_ratio >= 0.0 || rng.random::<f64>() < log_ratio.exp() {
+                current = j;
+                accepted += 1;
+            }
+        }
+        x.extend_from_slice(&d.x[current * sites..(current + 1) * sites]);
+    }
+    let acceptance = if n > 1 {
+        accepted as f64 / (n - 1) as f64
+    } else {
+        1.0
+    };
+    MhChain {
+        x,
+        acceptance,
+        proposal_log_w: d.log_w,
+    }
+}
+
+/// Many independent Metropolis-Hastings chains run side by side, `steps` proposals each; their
+/// final states are independent samples of the target up to a bias that decays geometrically
+/// with `steps`, and, unlike the states of one chain, they never repeat (which k-nearest-
+/// neighbour estimators need).
+#[derive(Debug, Clone)]
+pub struct ParallelMh {
+    /// Final states, row-major `[chains, N]`.
+    pub x: Vec<f64>,
+    /// Accepted proposals over all proposals after the first of each chain.
+    pub acceptance: f64,
+    /// Chains that never moved from their first proposal.
+    pub stuck: usize,
+}
+
+/// Runs `chains` independent Metropolis-Hastings chains of `steps` proposals each (proposals
+/// drawn `batch` at a time).
+pub fn metropolis_parallel<B: Backend>(
+    flow: &Flow<B>,
+    target: &Target<B>,
+    rng: &mut StdRng,
+    chains: usize,
+    steps: usize,
+    batch: usize,
+) -> ParallelMh {
+    let sites = flow.mera.sites();
+    let first = direct(flow, target, rng, chains, batch);
+    let (mut x, mut log_w) = (first.x, first.log_w);
+    let mut moved = vec![false; chains];
+    let mut accepted = 0usize;
+    for _ in 1..steps.max(1) {
+        let p = direct(flow, target, rng, chains, batch);
+        for c in 0..chains {
+            let log_ratio = p.log_w[c] - log_w[c];
+            if log_ratio >= 0.0 || rng.random::<f64>() < log_ratio.exp() {
+                x[c * sites..(c + 1) * sites].copy_from_slice(&p.x[c * sites..(c + 1) * sites]);
+                log_w[c] = p.log_w[c];
+                moved[c] = true;
+                accepted += 1;
+            }
+        }
+    }
+    let proposals = chains * steps.max(1).saturating_sub(1);
+    ParallelMh {
+        x,
+        acceptance: if proposals > 0 {
+            accepted as f64 / proposals as f64
+        } else {
+            1.0
+        },
+        stuck: moved.iter().filter(|m| !**m).count(),
+    }
+}
