@@ -262,11 +262,11 @@ pub fn mean_off_diagonal(m: &[f64], vars: usize) -> f64 {
     total / (vars * (vars - 1)) as f64
 }
 
-/// The digamma function `psi(x)` for `x > 0` (recurrence to `x >= 6`, then the asymptotic
+/// The digamma function `psi(x)` for `x > 0` (recurrence to `x >= 10`, then the asymptotic
 /// series; accurate to about 1e-12).
 pub fn digamma(mut x: f64) -> f64 {
     let mut r = 0.0;
-    while x < 6.0 {
+    while x < 10.0 {
         r -= 1.0 / x;
         x += 1.0;
     }

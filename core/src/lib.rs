@@ -15,6 +15,7 @@
 //! - [`flow`]: prior, flow density, Z2 symmetrization;
 //! - [`train`]: the variational free energy, Adam, the NaN guard;
 //! - [`sample`]: direct sampling, importance weights, independent Metropolis-Hastings;
+//! - [`observables`]: spins from fields, Rao-Blackwell estimators, energy, magnetization, Binder;
 //! - [`plot`]: heat maps and figures on any plotters backend;
 //! - [`stats`]: means, errors, log-sum-exp.
 //!
@@ -28,6 +29,7 @@ pub mod flow;
 pub mod ising;
 pub mod lattice;
 pub mod mera;
+pub mod observables;
 pub mod plot;
 pub mod sample;
 pub mod stats;
