@@ -15,6 +15,7 @@
 //! - [`flow`]: prior, flow density, Z2 symmetrization;
 //! - [`train`]: the variational free energy, Adam, the NaN guard;
 //! - [`sample`]: direct sampling, importance weights, independent Metropolis-Hastings;
+//! - [`hmc`]: Hamiltonian Monte Carlo in latent and physical space;
 //! - [`observables`]: spins from fields, Rao-Blackwell estimators, energy, magnetization, Binder;
 //! - [`plot`]: heat maps and figures on any plotters backend;
 //! - [`stats`]: means, errors, log-sum-exp.
@@ -26,6 +27,7 @@ pub mod analysis;
 pub mod coupling;
 pub mod exact;
 pub mod flow;
+pub mod hmc;
 pub mod ising;
 pub mod lattice;
 pub mod mera;

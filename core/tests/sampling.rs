@@ -1,0 +1,191 @@
+//! Samplers against exact answers on a 1D Gaussian-like target: the relaxation of the Ising
+//! ring, for which `x | s ~ N(K s, K)`, so `E[x] = 0` and `Cov(x) = K + K C K` with the exact
+//! spin correlations `C_jk = (t^r + t^(L-r)) / (1 + t^L)`, `t = tanh(1/T)`, `r = |j - k|`.
+
+use burn::backend::{Autodiff, Flex};
+use neuralrg::hmc::{Chains, HmcConfig, Space};
+use neuralrg::sample;
+use neuralrg::stats::{mean_error, mean_error_correlated};
+use neuralrg::train::{TrainConfig, Trainer};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+
+type B = Autodiff<Flex>;
+
+const L: usize = 8;
+const T: f64 = 2.5;
+
+/// Exact `E[mean_i x_i^2]` and `Var(mean_i x_i)` of the ring's relaxation.
+fn exact_moments(config: &TrainConfig) -> (f64, f64) {
+    let k = config.relaxation().dense_k();
+    let t = (1.0 / T).tanh();
+    let c = |j: usize, l: usize| {
+        let r = j.abs_diff(l);
+        (t.powi(r as i32) + t.powi((L - r) as i32)) / (1.0 + t.powi(L as i32))
+    };
+    let mut cov = k.clone();
+    for i in 0..L {
+        for j in 0..L {
+            cov[i * L + j] += (0..L)
+                .flat_map(|a| (0..L).map(move |b| (a, b)))
+                .map(|(a, b)| k[i * L + a] * c(a, b) * k[b * L + j])
+                .sum::<f64>();
+        }
+    }
+    let var_site = (0..L).map(|i| cov[i * L + i]).sum::<f64>() / L as f64;
+    let var_mean = cov.iter().sum::<f64>() / (L * L) as f64;
+    (var_site, var_mean)
+}
+
+/// Per sample: `(mean_i x_i, mean_i x_i^2, (mean_i x_i)^2)`.
+fn features(x: &[f64]) -> Vec<(f64, f64, f64)> {
+    x.chunks(L)
+        .map(|s| {
+            let m = s.iter().sum::<f64>() / L as f64;
+            (m, s.iter().map(|v| v * v).sum::<f64>() / L as f64, m * m)
+        })
+        .collect()
+}
+
+fn trained() -> (TrainConfig, Trainer<B>) {
+    let mut config = TrainConfig::paper(L, 1, T).unwrap();
+    (config.nlayers, config.nhidden, config.batch) = (4, 8, 256);
+    let mut trainer = Trainer::<B>::new(config.clone(), &Default::default()).unwrap();
+    for _ in 0..300 {
+        trainer.step().unwrap();
+    }
+    (config, trainer)
+}
+
+/// Within 3 sigma of the exact value, with an error bar below 10 % of the quantity's `scale`.
+fn check(
+    failures: &mut Vec<String>,
+    name: &str,
+    what: &str,
+    got: (f64, f64),
+    exact: f64,
+    scale: f64,
+) {
+    println!(
+        "{name:>12} {what:>14}: {:.4} ± {:.4} (exact {exact:.4})",
+        got.0, got.1
+    );
+    if (got.0 - exact).abs() >= 3.0 * got.1 {
+        failures.push(format!(
+            "{name} {what}: {} ± {} vs exact {exact}",
+            got.0, got.1
+        ));
+    }
+    if got.1 >= 0.1 * scale {
+        failures.push(format!(
+            "{name} {what}: error bar {} too wide to test anything",
+            got.1
+        ));
+    }
+}
+
+#[test]
+fn metropolis_and_hmc_recover_exact_moments() {
+    let (config, trainer) = trained();
+    let (var_site, var_mean) = exact_moments(&config);
+    let mut failures = Vec::new();
+    let target = trainer.target.clone();
+    let flow = trainer.flow();
+
+    // Independent Metropolis-Hastings: one long chain, errors with the autocorrelation time.
+    let valid = trainer.flow_valid();
+    let valid_target =
+        neuralrg::ising::Target::<Flex>::new(config.relaxation(), &Default::default());
+    let chain = sample::metropolis(
+        &valid,
+        &valid_target,
+        &mut StdRng::seed_from_u64(1),
+        20_000,
+        1000,
+    );
+    println!("MH acceptance {:.3}", chain.acceptance);
+    assert!(chain.acceptance > 0.2, "acceptance {}", chain.acceptance);
+    let f = features(&chain.x);
+    let series = |g: fn(&(f64, f64, f64)) -> f64| {
+        mean_error_correlated(&f.iter().map(g).collect::<Vec<_>>())
+    };
+    let (m, s2, m2) = (series(|v| v.0), series(|v| v.1), series(|v| v.2));
+    check(
+        &mut failures,
+        "MH",
+        "<mean x>",
+        (m.mean, m.stderr),
+        0.0,
+        var_mean.sqrt(),
+    );
+    check(
+        &mut failures,
+        "MH",
+        "<x_i^2>",
+        (s2.mean, s2.stderr),
+        var_site,
+        var_site,
+    );
+    check(
+        &mut failures,
+        "MH",
+        "<(mean x)^2>",
+        (m2.mean, m2.stderr),
+        var_mean,
+        var_mean,
+    );
+
+    // HMC in both spaces: independent chains, per-chain time averages after burn-in.
+    for space in [Space::Physical, Space::Latent] {
+        let mut rng = StdRng::seed_from_u64(2);
+        let mut chains = Chains::<B>::new(space, flow, &mut rng, 128);
+        let (mut sums, mut acc) = (vec![(0.0, 0.0, 0.0); 128], 0.0);
+        let (burn, measurements) = (3, 12);
+        for t in 0..burn + measurements {
+            let (x, a) = chains.measure(flow, &target, &mut rng, HmcConfig::default());
+            if t >= burn {
+                acc += a / measurements as f64;
+                for (s, v) in sums.iter_mut().zip(features(&x)) {
+                    (s.0, s.1, s.2) = (s.0 + v.0, s.1 + v.1, s.2 + v.2);
+                }
+            }
+        }
+        println!("HMC {space:?} acceptance {acc:.3}");
+        assert!(acc > 0.3, "{space:?} acceptance {acc}");
+        let per_chain = |g: fn(&(f64, f64, f64)) -> f64| {
+            let me = mean_error(
+                &sums
+                    .iter()
+                    .map(|s| g(s) / measurements as f64)
+                    .collect::<Vec<_>>(),
+            );
+            (me.mean, me.stderr)
+        };
+        let name = format!("HMC {space:?}");
+        check(
+            &mut failures,
+            &name,
+            "<mean x>",
+            per_chain(|v| v.0),
+            0.0,
+            var_mean.sqrt(),
+        );
+        check(
+            &mut failures,
+            &name,
+            "<x_i^2>",
+            per_chain(|v| v.1),
+            var_site,
+            var_site,
+        );
+        check(
+            &mut failures,
+            &name,
+            "<(mean x)^2>",
+            per_chain(|v| v.2),
+            var_mean,
+            var_mean,
+        );
+    }
+    assert!(failures.is_empty(), "{failures:#?}");
+}
