@@ -50,7 +50,7 @@ struct Cli {
     /// Also estimate mutual information with the Kraskov (KSG) k-nearest-neighbour estimator.
     #[arg(long)]
     ksg: bool,
-    /// Samples used by the KSG estimator (the first of the chain).
+    /// Samples used by the KSG estimator (the first ones; its cost grows as samples x log(samples) per pair).
     #[arg(long = "ksg-samples", default_value_t = 1000)]
     ksg_samples: usize,
     /// Neighbours of the KSG estimator.
