@@ -13,3 +13,19 @@ pub enum DeviceKind {
     /// Burn's ndarray CPU backend.
     Ndarray,
 }
+
+/// Work to run on the backend the options choose (generic code, one dispatch).
+pub trait BackendJob {
+    type Output;
+    fn run<B: burn::tensor::backend::AutodiffBackend>(self) -> Self::Output;
+}
+
+/// Runs `job` on the backend for `device`, in f64 (on ndarray) when `double`.
+pub fn dispatch<J: BackendJob>(double: bool, device: DeviceKind, job: J) -> J::Output {
+    use burn::backend::{Autodiff, Flex, NdArray};
+    match (double, device) {
+        (true, _) => job.run::<Autodiff<NdArray<f64>>>(),
+        (false, DeviceKind::Ndarray) => job.run::<Autodiff<NdArray>>(),
+        (false, DeviceKind::Cpu | DeviceKind::Flex) => job.run::<Autodiff<Flex>>(),
+    }
+}

@@ -148,6 +148,67 @@ pub fn register_font() {
     });
 }
 
+/// A grid of spin configurations (black `+1`, white `-1`), up to `rows x cols` of them; 1D
+/// configurations are stacked as the rows of one panel.
+pub fn spin_grid<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    lattice: Lattice,
+    spins: &[f64],
+    title: &str,
+) -> Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    area.fill(&WHITE).map_err(err)?;
+    let area = area.titled(title, ("sans-serif", 16)).map_err(err)?;
+    let n = lattice.sites();
+    let count = spins.len() / n;
+    let draw = |cell: &DrawingArea<DB, Shift>,
+                rows: usize,
+                cols: usize,
+                values: &[f64]|
+     -> Result<(), String> {
+        let (w, h) = cell.dim_in_pixel();
+        let side = (w as f64 / cols as f64).min(h as f64 / rows as f64);
+        for r in 0..rows {
+            for c in 0..cols {
+                let (x0, y0) = ((c as f64 * side) as i32, (r as f64 * side) as i32);
+                let (x1, y1) = (
+                    ((c + 1) as f64 * side) as i32,
+                    ((r + 1) as f64 * side) as i32,
+                );
+                let colour = if values[r * cols + c] > 0.0 {
+                    BLACK
+                } else {
+                    WHITE
+                };
+                cell.draw(&Rectangle::new([(x0, y0), (x1, y1)], colour.filled()))
+                    .map_err(err)?;
+            }
+        }
+        cell.draw(&Rectangle::new(
+            [
+                (0, 0),
+                ((cols as f64 * side) as i32, (rows as f64 * side) as i32),
+            ],
+            BLACK.stroke_width(1),
+        ))
+        .map_err(err)
+    };
+    if lattice.dim() == 1 {
+        return draw(&area.margin(4, 4, 4, 4), count, n, spins);
+    }
+    let per_side = (count as f64).sqrt().ceil().max(1.0) as usize;
+    let cells = area.split_evenly((per_side, per_side));
+    for (cell, config) in cells.iter().zip(spins.chunks(n)) {
+        draw(
+            &cell.margin(3, 3, 3, 3),
+            lattice.side(),
+            lattice.side(),
+            config,
+        )?;
+    }
+    Ok(())
+}
+
 /// A figure that can be drawn on any backend.
 pub trait Figure {
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), String>;
@@ -174,6 +235,19 @@ pub struct MiFigure<'a> {
 impl Figure for MiFigure<'_> {
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), String> {
         mi_figure(area, self.panels, self.vars)
+    }
+}
+
+/// [`spin_grid`] as a [`Figure`].
+pub struct SpinFigure<'a> {
+    pub lattice: Lattice,
+    pub spins: &'a [f64],
+    pub title: String,
+}
+
+impl Figure for SpinFigure<'_> {
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        spin_grid(area, self.lattice, self.spins, &self.title)
     }
 }
 

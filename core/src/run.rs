@@ -12,7 +12,15 @@ use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceKind;
+use crate::hmc::{Chains, HmcConfig, Space};
+use crate::ising::Target;
+use crate::mera::splitmix64;
+use crate::observables;
+use crate::sample;
+use crate::stats::tau_int;
 use crate::train::{EpochStats, TrainConfig, Trainer};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 
 /// Everything about a run that is not the training configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -35,7 +43,17 @@ pub struct RunOptions {
     pub skip_hmc: bool,
     /// Checkpoints kept besides the final one.
     pub keep: usize,
+    /// Persistent latent-space HMC chains measured every `savePeriod` epochs (0: none).
+    #[serde(default = "default_hmc_chains")]
+    pub hmc_chains: usize,
 }
+
+fn default_hmc_chains() -> usize {
+    DEFAULT_HMC_CHAINS
+}
+
+/// Persistent HMC chains measured during training, unless set otherwise.
+pub const DEFAULT_HMC_CHAINS: usize = 32;
 
 /// `parameters.json`: the training configuration, the run options and provenance.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -161,6 +179,100 @@ pub fn load_trainer<B: AutodiffBackend>(
 
 const CSV_HEADER: &str = "epoch,loss,F,F_std,F_stderr,relative_error,seconds";
 
+/// Columns of `records/measurements.csv`.
+pub const MEASURE_HEADER: &str = "epoch,ess,mh_acceptance,mh_tau,hmc_acceptance,energy,energy_err,abs_m,abs_m_err,m2,m2_err,susceptibility,susceptibility_err,specific_heat,specific_heat_err,binder_u4,binder_u4_err";
+
+/// Rewrites a records file keeping the header and the rows of epochs `<= epoch`; returns those
+/// rows and the file opened for appending.
+fn reopen_records(
+    path: &Path,
+    header: &str,
+    epoch: usize,
+) -> Result<(Vec<String>, fs::File), RunError> {
+    let text = fs::read_to_string(path).unwrap_or_default();
+    let rows: Vec<String> = text
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            l.split(',')
+                .next()
+                .and_then(|e| e.parse::<usize>().ok())
+                .is_some_and(|e| e <= epoch)
+        })
+        .map(String::from)
+        .collect();
+    let mut body = format!("{header}\n");
+    for line in &rows {
+        body.push_str(line);
+        body.push('\n');
+    }
+    write_atomic(path, body.as_bytes())?;
+    let file = fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .map_err(|e| io(path, e))?;
+    Ok((rows, file))
+}
+
+/// One measurement during training: a Metropolis-Hastings chain of one batch of flow
+/// proposals (acceptance, autocorrelation time of the energy, ESS, observables with errors) and
+/// one HMC measurement (10 trajectories) of the persistent latent-space chains (acceptance).
+/// Its random stream depends on the seed and the epoch only, so training is unaffected; the HMC
+/// chains start afresh when a run is resumed.
+fn measure<B: AutodiffBackend>(
+    trainer: &Trainer<B>,
+    chains: &mut Option<Chains<B>>,
+    hmc_chains: usize,
+) -> String {
+    let config = &trainer.config;
+    let mut rng = StdRng::seed_from_u64(splitmix64(
+        config.seed ^ 0x4D45_4153 ^ splitmix64(trainer.epoch as u64),
+    ));
+    let flow = trainer.flow_valid();
+    let device = flow.mera.device();
+    let target = Target::<B::InnerBackend>::new(config.relaxation(), &device);
+    let chain = sample::metropolis(&flow, &target, &mut rng, config.batch, config.batch);
+    let energies: Vec<f64> = chain
+        .x
+        .chunks(config.lattice.sites())
+        .map(|x| observables::rao_blackwell(config.lattice, x).1)
+        .collect();
+    let obs = observables::measure(config.lattice, config.t, &chain.x, &mut rng);
+    let hmc = if hmc_chains > 0 {
+        let c = chains.get_or_insert_with(|| {
+            Chains::new(Space::Latent, trainer.flow(), &mut rng, hmc_chains)
+        });
+        c.measure(
+            trainer.flow(),
+            &trainer.target,
+            &mut rng,
+            HmcConfig::default(),
+        )
+        .1
+    } else {
+        f64::NAN
+    };
+    let mut row = format!(
+        "{},{:?},{:?},{:?},{:?}",
+        trainer.epoch,
+        sample::ess_fraction(&chain.proposal_log_w),
+        chain.acceptance,
+        tau_int(&energies),
+        hmc
+    );
+    for e in [
+        obs.energy_per_site,
+        obs.abs_m,
+        obs.m2,
+        obs.susceptibility,
+        obs.specific_heat,
+        obs.binder_u4,
+    ] {
+        row.push_str(&format!(",{:?},{:?}", e.mean, e.stderr));
+    }
+    row
+}
+
 /// Opens a run in its folder: a new one (the folder must not hold a run yet), or with `resume`
 /// the folder's run at its newest checkpoint.
 pub fn open<B: AutodiffBackend>(
@@ -202,28 +314,10 @@ pub fn train<B: AutodiffBackend>(
     let json = serde_json::to_string_pretty(&params).expect("parameters serialize");
     write_atomic(&folder.join("parameters.json"), json.as_bytes())?;
     // Keep the records consistent with the checkpoint: drop rows written after it.
-    let text = fs::read_to_string(&records).unwrap_or_else(|_| format!("{CSV_HEADER}\n"));
-    let mut history: Vec<String> = text
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            l.split(',')
-                .next()
-                .and_then(|e| e.parse::<usize>().ok())
-                .is_some_and(|e| e <= trainer.epoch)
-        })
-        .map(String::from)
-        .collect();
-    let mut csv_body = format!("{CSV_HEADER}\n");
-    for line in &history {
-        csv_body.push_str(line);
-        csv_body.push('\n');
-    }
-    write_atomic(&records, csv_body.as_bytes())?;
-    let mut csv = fs::OpenOptions::new()
-        .append(true)
-        .open(&records)
-        .map_err(|e| io(&records, e))?;
+    let (mut history, mut csv) = reopen_records(&records, CSV_HEADER, trainer.epoch)?;
+    let measurements = folder.join("records").join("measurements.csv");
+    let (_, mut measure_csv) = reopen_records(&measurements, MEASURE_HEADER, trainer.epoch)?;
+    let mut chains: Option<Chains<B>> = None;
 
     let save = |trainer: &Trainer<B>| -> Result<(), RunError> {
         let bytes = trainer
@@ -283,6 +377,10 @@ pub fn train<B: AutodiffBackend>(
             || trainer.epoch == params.options.epochs
         {
             save(&trainer)?;
+            if !params.options.skip_hmc {
+                let row = measure(&trainer, &mut chains, params.options.hmc_chains);
+                writeln!(measure_csv, "{row}").map_err(|e| io(&measurements, e))?;
+            }
         }
     }
     if checkpoints(&folder).last().map(|(e, _)| *e) != Some(trainer.epoch) {

@@ -145,3 +145,37 @@ pub fn metropolis_parallel<B: Backend>(
         stuck: moved.iter().filter(|m| !**m).count(),
     }
 }
+
+/// Importance-sampling estimate of `ln Z_x = ln E_q[p~/q]` from log-weights, with its error
+/// `sqrt((mean w^2 / (mean w)^2 - 1) / n)` (delta method), both computed in log space.
+pub fn importance_ln_z(log_w: &[f64]) -> (f64, f64) {
+    let n = log_w.len() as f64;
+    let ln_z = log_mean_exp(log_w);
+    let rel_var = (1.0 / ess_fraction(log_w) - 1.0).max(0.0);
+    (ln_z, (rel_var / n).sqrt())
+}
+
+/// Writes a row-major `[rows, cols]` array as a NumPy `.npy` file (format version 1.0,
+/// little-endian `<f4` for fields, `|i1` for spins): loadable with `numpy.load`.
+pub fn npy_bytes(data: &[f64], rows: usize, cols: usize, as_spins: bool) -> Vec<u8> {
+    let descr = if as_spins { "|i1" } else { "<f4" };
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    // Magic (6) + version (2) + length (2) + header, padded with spaces to a multiple of 64,
+    // ending in a newline.
+    let total = (10 + header.len() + 1).div_ceil(64) * 64;
+    header.push_str(&" ".repeat(total - 10 - header.len() - 1));
+    header.push('\n');
+    let mut out = Vec::with_capacity(total + data.len() * 4);
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    for &v in data {
+        if as_spins {
+            out.push(if v > 0.0 { 1u8 } else { 0xFFu8 });
+        } else {
+            out.extend_from_slice(&(v as f32).to_le_bytes());
+        }
+    }
+    out
+}

@@ -225,3 +225,45 @@ fn the_papers_command_line_works_verbatim() {
         "{stdout}"
     );
 }
+
+#[test]
+fn measurements_are_recorded_every_save_period() {
+    let dir = scratch("measure");
+    let args = [
+        "-L",
+        "4",
+        "-nlayers",
+        "2",
+        "-nhidden",
+        "4",
+        "-batch",
+        "64",
+        "-epochs",
+        "4",
+        "-savePeriod",
+        "2",
+        "--hmc-chains",
+        "4",
+        "-folder",
+        dir.to_str().unwrap(),
+    ];
+    let out = train(&args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = std::fs::read_to_string(dir.join("records/measurements.csv")).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines[0], run::MEASURE_HEADER);
+    assert_eq!(lines.len(), 3, "rows at epochs 2 and 4: {text}");
+    for (line, epoch) in lines[1..].iter().zip([2, 4]) {
+        let v: Vec<f64> = line.split(',').map(|c| c.parse().unwrap()).collect();
+        assert_eq!(v.len(), 17);
+        assert_eq!(v[0], epoch as f64);
+        for acceptance in [v[2], v[4]] {
+            assert!((0.0..=1.0).contains(&acceptance), "{line}");
+        }
+        assert!(v[5] < 0.0 && v[6] > 0.0, "energy and its error: {line}");
+    }
+}

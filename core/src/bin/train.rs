@@ -49,7 +49,7 @@ struct Cli {
     /// Clip each parameter tensor's gradient to this L2 norm (off by default).
     #[arg(long)]
     clip: Option<f64>,
-    /// Save a checkpoint every this many epochs (the last epoch is always saved) [default: 10;
+    /// Save a checkpoint every this many epochs (the last epoch is always saved) [default: 50;
     /// with --load: the stored value].
     #[arg(long = "save-period", alias = "savePeriod")]
     save_period: Option<usize>,
@@ -96,10 +96,15 @@ struct Cli {
     /// Train the plain flow with the Z2 penalty instead of symmetrizing it.
     #[arg(long = "no-symmetry")]
     no_symmetry: bool,
-    /// Skip HMC measurements during training (recorded in parameters.json; training runs none
-    /// yet, so this changes nothing today).
+    /// Skip the measurements every savePeriod epochs (records/measurements.csv: Metropolis-Hastings
+    /// on one batch of proposals, observables with errors, ESS, and the acceptance of persistent
+    /// latent-space HMC chains).
     #[arg(long = "skip-hmc", alias = "skipHMC")]
     skip_hmc: bool,
+    /// Persistent latent-space HMC chains of those measurements (0: no HMC, Metropolis-Hastings
+    /// only).
+    #[arg(long = "hmc-chains", alias = "hmcChains", default_value_t = run::DEFAULT_HMC_CHAINS)]
+    hmc_chains: usize,
     /// Seed of the weights, masks and samples.
     #[arg(long, default_value_t = 1)]
     seed: u64,
@@ -175,11 +180,12 @@ fn run_cli(cli: Cli) -> Result<(), RunError> {
                 folder,
                 name,
                 epochs: DEFAULT_EPOCHS,
-                save_period: 10,
+                save_period: 50,
                 device: cli.device,
                 double: cli.double,
                 skip_hmc: cli.skip_hmc,
                 keep: cli.keep,
+                hmc_chains: cli.hmc_chains,
             },
             backend: String::new(),
             version: env!("CARGO_PKG_VERSION").into(),

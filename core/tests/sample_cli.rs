@@ -1,0 +1,135 @@
+//! The `sample` command: Metropolis-Hastings corrects the flow to exact L=4 values, files are
+//! written, bad arguments are refused.
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+fn run(bin: &str, args: &[&str]) -> Output {
+    Command::new(bin).args(args).output().expect("run binary")
+}
+
+fn reference_l4(t: f64) -> Value {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../shared/reference/ising2d_L4_enumeration.json"
+    );
+    let all: Vec<Value> = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    all.into_iter()
+        .find(|e| (e["T"].as_f64().unwrap() - t).abs() < 1e-9)
+        .unwrap()
+}
+
+fn trained_l4(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("neuralrg-sample-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // The paper's network; a larger learning rate than the default reaches about 1 % relative
+    // error in 300 epochs, where Metropolis-Hastings mixes well (acceptance about 0.55).
+    let args = [
+        "-L",
+        "4",
+        "-T",
+        "2.5",
+        "-epochs",
+        "300",
+        "-lr",
+        "5e-3",
+        "-skipHMC",
+        "-folder",
+        dir.to_str().unwrap(),
+    ];
+    let out = run(env!("CARGO_BIN_EXE_train"), &args);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    dir
+}
+
+#[test]
+fn metropolis_hastings_matches_exact_enumeration_at_l4() {
+    let dir = trained_l4("mh");
+    let folder = dir.to_str().unwrap();
+    let exact = reference_l4(2.5);
+    let sample = |sampler: &str| -> Value {
+        let out = run(
+            env!("CARGO_BIN_EXE_sample"),
+            &[
+                "--folder",
+                folder,
+                "--sampler",
+                sampler,
+                "-n",
+                "20000",
+                "--json",
+            ],
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let mh = sample("mh");
+    let direct = sample("direct");
+    for key in ["energy_per_site", "m2"] {
+        let want = exact[key].as_f64().unwrap();
+        let (m, e) = (
+            mh["observables"][key]["mean"].as_f64().unwrap(),
+            mh["observables"][key]["stderr"].as_f64().unwrap(),
+        );
+        let (dm, de) = (
+            direct["observables"][key]["mean"].as_f64().unwrap(),
+            direct["observables"][key]["stderr"].as_f64().unwrap(),
+        );
+        println!("{key}: MH {m:.5} ± {e:.5}, uncorrected {dm:.5} ± {de:.5}, exact {want:.5}");
+        assert!(
+            (m - want).abs() < 3.0 * e,
+            "MH {key} {m} ± {e} vs exact {want}"
+        );
+        assert!(e < 0.05, "{key} error bar {e} too wide to test anything");
+        // The project's own exact values agree with the reference file.
+        assert!((mh["observables"][key]["exact"].as_f64().unwrap() - want).abs() < 1e-9);
+    }
+    for key in ["abs_m", "susceptibility", "specific_heat", "binder_u4"] {
+        assert!(
+            mh["observables"][key]["exact"].is_f64(),
+            "{key} exact known at L=4"
+        );
+    }
+    assert_eq!(mh["sampler"], "mh");
+    assert_eq!(mh["n"], 20000);
+    let acc = mh["acceptance"].as_f64().unwrap();
+    assert!(acc > 0.1 && acc <= 1.0, "acceptance {acc}");
+    assert!(direct["acceptance"].is_null());
+    assert!(mh["ess"].as_f64().unwrap() > 0.0);
+    // Files: fields and spins as .npy, a decodable PNG of configurations.
+    let npy = std::fs::read(dir.join("samples/mh_x.npy")).unwrap();
+    assert!(npy.starts_with(b"\x93NUMPY") && npy.len() > 20000 * 16 * 4);
+    let spins = std::fs::read(dir.join("samples/mh_spins.npy")).unwrap();
+    assert!(spins.len() > 20000 * 16 && spins.len() < 20000 * 16 + 256);
+    let png = image::open(dir.join("pic/samples_mh.png")).unwrap();
+    assert!(png.width() > 100);
+    let svg = std::fs::read_to_string(dir.join("pic/samples_mh.svg")).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("<rect"));
+}
+
+#[test]
+fn bad_sample_arguments_are_refused() {
+    let missing = std::env::temp_dir().join("neuralrg-no-such-run");
+    let missing = missing.to_str().unwrap();
+    for (args, needle) in [
+        (vec!["--folder", missing], "parameters.json"),
+        (vec!["--folder", missing, "--sampler", "gibbs"], "gibbs"),
+        (vec!["--folder", missing, "-n", "0"], "n = 0"),
+    ] {
+        let out = run(env!("CARGO_BIN_EXE_sample"), &args);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(needle), "{stderr:?} should name {needle:?}");
+    }
+}
