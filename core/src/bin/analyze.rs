@@ -8,12 +8,11 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use burn::backend::{Autodiff, Flex, NdArray};
 use burn::tensor::{Tensor, TensorData, backend::AutodiffBackend};
 use clap::Parser;
 use neuralrg::analysis::{self, ReceptiveField};
 use neuralrg::cli;
-use neuralrg::device::DeviceKind;
+use neuralrg::device::{BackendJob, DeviceKind, dispatch};
 use neuralrg::lattice::Lattice;
 use neuralrg::plot::{self, MiFigure, ReceptiveFigure};
 use neuralrg::run::{self, RunError, write_atomic};
@@ -126,10 +125,18 @@ fn run_cli(args: Cli) -> Result<(), RunError> {
         )));
     }
     let params = run::read_parameters(&args.folder)?;
-    match (params.options.double, args.device) {
-        (true, _) => go::<Autodiff<NdArray<f64>>>(args, params),
-        (false, DeviceKind::Ndarray) => go::<Autodiff<NdArray>>(args, params),
-        (false, _) => go::<Autodiff<Flex>>(args, params),
+    dispatch(params.options.double, args.device, Go { args, params })
+}
+
+struct Go {
+    args: Cli,
+    params: run::Parameters,
+}
+
+impl BackendJob for Go {
+    type Output = Result<(), RunError>;
+    fn run<B: AutodiffBackend>(self) -> Self::Output {
+        go::<B>(self.args, self.params)
     }
 }
 

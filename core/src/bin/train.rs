@@ -6,12 +6,11 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use burn::backend::{Autodiff, Flex, NdArray};
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use neuralrg::cli;
-use neuralrg::device::DeviceKind;
+use neuralrg::device::{BackendJob, DeviceKind, dispatch};
 use neuralrg::lattice::{Lattice, T_C};
 use neuralrg::run::{self, Parameters, RunError, RunOptions};
 use neuralrg::train::TrainConfig;
@@ -199,10 +198,26 @@ fn run_cli(cli: Cli) -> Result<(), RunError> {
     }
     params.options.device = cli.device;
     params.options.keep = cli.keep;
-    match (params.options.double, params.options.device) {
-        (true, _) => go::<Autodiff<NdArray<f64>>>(params, cli.load),
-        (false, DeviceKind::Ndarray) => go::<Autodiff<NdArray>>(params, cli.load),
-        (false, DeviceKind::Cpu | DeviceKind::Flex) => go::<Autodiff<Flex>>(params, cli.load),
+    let (double, device) = (params.options.double, params.options.device);
+    dispatch(
+        double,
+        device,
+        Go {
+            params,
+            resume: cli.load,
+        },
+    )
+}
+
+struct Go {
+    params: Parameters,
+    resume: bool,
+}
+
+impl BackendJob for Go {
+    type Output = Result<(), RunError>;
+    fn run<B: AutodiffBackend>(self) -> Self::Output {
+        go::<B>(self.params, self.resume)
     }
 }
 
