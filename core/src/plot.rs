@@ -269,3 +269,178 @@ pub fn save(stem: &std::path::Path, size: (u32, u32), figure: &impl Figure) -> R
         .map_err(|e| format!("{}: {e}", svg.display()))?;
     Ok(())
 }
+
+/// The training monitor's data: per-epoch free energies and the periodic measurements.
+#[derive(Debug, Clone, Default)]
+pub struct Monitor {
+    /// `(epoch, F, F_stderr, relative_error)` per epoch.
+    pub train: Vec<(f64, f64, f64, f64)>,
+    /// The bound `-ln Z_x`.
+    pub bound: f64,
+    /// `(epoch, MH acceptance, HMC acceptance)` per measurement.
+    pub acceptance: Vec<(f64, f64, f64)>,
+    /// `(epoch, mean, stderr)` of the chosen observable per measurement.
+    pub observable: Vec<(f64, f64, f64)>,
+    /// Name of the observable.
+    pub observable_name: String,
+    /// Its exact value, if known or given.
+    pub exact: Option<f64>,
+}
+
+fn range(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    let (lo, hi) = values
+        .filter(|v| v.is_finite())
+        .fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+            (a.min(v), b.max(v))
+        });
+    if !lo.is_finite() {
+        return (0.0, 1.0);
+    }
+    let pad = ((hi - lo) * 0.05).max(1e-9 * hi.abs().max(1.0));
+    (lo - pad, hi + pad)
+}
+
+impl Figure for Monitor {
+    /// Four panels: F with the bound, the relative error (log axis), acceptance rates, and the
+    /// observable with error bars and its exact value.
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+        area.fill(&WHITE).map_err(err)?;
+        let panels = area.split_evenly((2, 2));
+        let epochs = self.train.last().map(|r| r.0).unwrap_or(1.0).max(1.0);
+        let font = ("sans-serif", 14);
+
+        // F and the bound.
+        let (lo, hi) = range(self.train.iter().map(|r| r.1).chain([self.bound]));
+        let mut c = ChartBuilder::on(&panels[0])
+            .caption("free energy F (units of T)", font)
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..epochs, lo..hi)
+            .map_err(err)?;
+        c.configure_mesh().x_desc("epoch").draw().map_err(err)?;
+        c.draw_series(LineSeries::new(
+            self.train.iter().map(|r| (r.0, r.1)),
+            &BLUE,
+        ))
+        .map_err(err)?
+        .label("F")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], BLUE));
+        c.draw_series(LineSeries::new(
+            [(0.0, self.bound), (epochs, self.bound)],
+            RED.stroke_width(2),
+        ))
+        .map_err(err)?
+        .label("-ln Z_x (exact)")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], RED));
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+
+        // Relative error, log axis.
+        let rel: Vec<(f64, f64)> = self
+            .train
+            .iter()
+            .filter(|r| r.3 > 0.0)
+            .map(|r| (r.0, r.3))
+            .collect();
+        let (rlo, rhi) = rel.iter().fold((f64::INFINITY, 0.0f64), |(a, b), r| {
+            (a.min(r.1), b.max(r.1))
+        });
+        let (rlo, rhi) = if rel.is_empty() {
+            (1e-4, 1.0)
+        } else {
+            (rlo * 0.8, rhi * 1.25)
+        };
+        let mut c = ChartBuilder::on(&panels[1])
+            .caption("relative error (F + ln Z_x) / ln Z_x", font)
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..epochs, (rlo..rhi).log_scale())
+            .map_err(err)?;
+        c.configure_mesh()
+            .x_desc("epoch")
+            .y_label_formatter(&|v| format!("{:.2}%", 100.0 * v))
+            .draw()
+            .map_err(err)?;
+        c.draw_series(LineSeries::new(rel, &BLUE)).map_err(err)?;
+
+        // Acceptance rates.
+        let mut c = ChartBuilder::on(&panels[2])
+            .caption("acceptance", font)
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..epochs, 0.0..1.05)
+            .map_err(err)?;
+        c.configure_mesh().x_desc("epoch").draw().map_err(err)?;
+        let mh: Vec<(f64, f64)> = self.acceptance.iter().map(|a| (a.0, a.1)).collect();
+        let hmc: Vec<(f64, f64)> = self
+            .acceptance
+            .iter()
+            .filter(|a| a.2.is_finite())
+            .map(|a| (a.0, a.2))
+            .collect();
+        c.draw_series(LineSeries::new(mh.clone(), &BLUE))
+            .map_err(err)?
+            .label("Metropolis-Hastings")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], BLUE));
+        c.draw_series(mh.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))
+            .map_err(err)?;
+        c.draw_series(LineSeries::new(hmc.clone(), &GREEN))
+            .map_err(err)?
+            .label("HMC (latent)")
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], GREEN));
+        c.draw_series(hmc.iter().map(|&p| Circle::new(p, 3, GREEN.filled())))
+            .map_err(err)?;
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+
+        // The observable with error bars and its exact value.
+        let (olo, ohi) = range(
+            self.observable
+                .iter()
+                .flat_map(|o| [o.1 - o.2, o.1 + o.2])
+                .chain(self.exact),
+        );
+        let mut c = ChartBuilder::on(&panels[3])
+            .caption(
+                format!("{} (Metropolis-Hastings)", self.observable_name),
+                font,
+            )
+            .margin(8)
+            .x_label_area_size(28)
+            .y_label_area_size(60)
+            .build_cartesian_2d(0.0..epochs, olo..ohi)
+            .map_err(err)?;
+        c.configure_mesh().x_desc("epoch").draw().map_err(err)?;
+        c.draw_series(
+            self.observable
+                .iter()
+                .map(|o| ErrorBar::new_vertical(o.0, o.1 - o.2, o.1, o.1 + o.2, BLUE.filled(), 6)),
+        )
+        .map_err(err)?;
+        if let Some(x) = self.exact {
+            c.draw_series(LineSeries::new(
+                [(0.0, x), (epochs, x)],
+                RED.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label(format!("exact {x:.6}"))
+            .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], RED));
+            c.configure_series_labels()
+                .background_style(WHITE.mix(0.8))
+                .border_style(BLACK)
+                .draw()
+                .map_err(err)?;
+        }
+        Ok(())
+    }
+}

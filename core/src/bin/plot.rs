@@ -1,0 +1,147 @@
+//! `plot`: the training monitor, as the original's `plot.py -folder F -per 30 -exact 0.544445`:
+//! the free energy against the exact bound, the relative error on a log axis, the acceptance
+//! rates and a measured observable with error bars against its exact value, into
+//! `pic/monitor.{png,svg}`. With `--per` it redraws while the run trains and stops when it ends.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use neuralrg::cli;
+use neuralrg::observables::exact_values;
+use neuralrg::plot::{self, Monitor};
+use neuralrg::run::{self, RunError};
+
+/// The observables of records/measurements.csv.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Observable {
+    Energy,
+    AbsM,
+    M2,
+    Susceptibility,
+    SpecificHeat,
+    BinderU4,
+}
+
+impl Observable {
+    /// Column of the mean in records/measurements.csv (the error follows it).
+    fn column(self) -> usize {
+        5 + 2 * self as usize
+    }
+}
+
+/// Draw the training monitor of a run folder: F against the exact bound, the relative error
+/// (log axis), Metropolis-Hastings and HMC acceptance, and an observable with error bars against
+/// its exact value. Writes pic/monitor.png and pic/monitor.svg.
+#[derive(Parser, Debug)]
+#[command(version, args_override_self = true)]
+struct Cli {
+    /// Run folder written by `train`.
+    #[arg(long)]
+    folder: PathBuf,
+    /// Redraw every this many seconds while the run trains; stop when it ends.
+    #[arg(long)]
+    per: Option<f64>,
+    /// Exact value of the observable to draw as a line (default: the project's own where known:
+    /// energy and specific heat always, magnetization moments when N <= 20).
+    #[arg(long)]
+    exact: Option<f64>,
+    /// Observable to draw.
+    #[arg(long, value_enum, default_value_t = Observable::M2)]
+    observable: Observable,
+    /// Output folder (default: the run's pic/).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    match cli::parse::<Cli>() {
+        Ok(args) => cli::report(run_cli(args)),
+        Err(code) => code,
+    }
+}
+
+fn rows(path: &Path) -> Vec<Vec<f64>> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            l.split(',')
+                .map(|c| c.parse::<f64>().ok())
+                .collect::<Option<Vec<f64>>>()
+        })
+        .collect()
+}
+
+/// The run ended: its summary was written after its (latest) start.
+fn finished(folder: &Path) -> bool {
+    let modified = |p: PathBuf| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+    match (
+        modified(folder.join("summary.json")),
+        modified(folder.join("parameters.json")),
+    ) {
+        (Some(s), Some(p)) => s >= p,
+        _ => false,
+    }
+}
+
+fn run_cli(args: Cli) -> Result<(), RunError> {
+    if let Some(per) = args.per.filter(|p| !(p.is_finite() && *p > 0.0)) {
+        return Err(RunError::Input(format!(
+            "per = {per} is not allowed: a number of seconds > 0"
+        )));
+    }
+    let params = run::read_parameters(&args.folder)?;
+    let lattice = params.config.lattice;
+    let exact = exact_values(lattice, params.config.t);
+    let known = match args.observable {
+        Observable::Energy => Some(exact.energy_per_site),
+        Observable::SpecificHeat => Some(exact.specific_heat),
+        Observable::AbsM => exact.abs_m,
+        Observable::M2 => exact.m2,
+        Observable::Susceptibility => exact.susceptibility,
+        Observable::BinderU4 => exact.binder_u4,
+    };
+    let pic = args.out.clone().unwrap_or_else(|| args.folder.join("pic"));
+    std::fs::create_dir_all(&pic).map_err(|e| RunError::Io(format!("{}: {e}", pic.display())))?;
+    loop {
+        let train = rows(&args.folder.join("records/train.csv"));
+        let measured = rows(&args.folder.join("records/measurements.csv"));
+        let col = args.observable.column();
+        let monitor = Monitor {
+            train: train
+                .iter()
+                .filter(|r| r.len() >= 6)
+                .map(|r| (r[0], r[2], r[4], r[5]))
+                .collect(),
+            bound: params.config.relaxation().loss_bound(),
+            acceptance: measured
+                .iter()
+                .filter(|r| r.len() >= 5)
+                .map(|r| (r[0], r[2], r[4]))
+                .collect(),
+            observable: measured
+                .iter()
+                .filter(|r| r.len() > col + 1)
+                .map(|r| (r[0], r[col], r[col + 1]))
+                .collect(),
+            observable_name: format!("{:?}", args.observable).to_lowercase(),
+            exact: args.exact.or(known),
+        };
+        plot::save(&pic.join("monitor"), (1100, 800), &monitor).map_err(RunError::Io)?;
+        eprintln!(
+            "plot: {} epochs, {} measurements -> {}",
+            monitor.train.len(),
+            monitor.acceptance.len(),
+            pic.join("monitor.{png,svg}").display()
+        );
+        match args.per {
+            Some(per) if !finished(&args.folder) => {
+                std::thread::sleep(Duration::from_secs_f64(per))
+            }
+            _ => return Ok(()),
+        }
+    }
+}
