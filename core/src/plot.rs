@@ -444,3 +444,67 @@ impl Figure for Monitor {
         Ok(())
     }
 }
+
+/// Relative error against temperature, one line per MERA depth, with error bars (the sweep's
+/// figure, as the original's `paperPlot/plotCore.py`). `points` are `(depth, T, error, stderr)`.
+pub struct SweepFigure<'a> {
+    pub points: &'a [(usize, f64, f64, f64)],
+    pub title: String,
+}
+
+impl Figure for SweepFigure<'_> {
+    fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), String> {
+        let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+        area.fill(&WHITE).map_err(err)?;
+        let (tlo, thi) = range(self.points.iter().map(|p| p.1));
+        let (elo, ehi) = range(
+            self.points
+                .iter()
+                .flat_map(|p| [p.2 - p.3, p.2 + p.3])
+                .chain([0.0]),
+        );
+        let mut c = ChartBuilder::on(area)
+            .caption(&self.title, ("sans-serif", 16))
+            .margin(12)
+            .x_label_area_size(36)
+            .y_label_area_size(70)
+            .build_cartesian_2d(tlo..thi, elo..ehi)
+            .map_err(err)?;
+        c.configure_mesh()
+            .x_desc("T")
+            .y_desc("relative error")
+            .y_label_formatter(&|v| format!("{:.2}%", 100.0 * v))
+            .draw()
+            .map_err(err)?;
+        let mut depths: Vec<usize> = self.points.iter().map(|p| p.0).collect();
+        depths.sort();
+        depths.dedup();
+        for (i, depth) in depths.iter().enumerate() {
+            let colour = Palette99::pick(i).to_rgba();
+            let mut line: Vec<(f64, f64, f64)> = self
+                .points
+                .iter()
+                .filter(|p| p.0 == *depth)
+                .map(|p| (p.1, p.2, p.3))
+                .collect();
+            line.sort_by(|a, b| a.0.total_cmp(&b.0));
+            c.draw_series(LineSeries::new(
+                line.iter().map(|p| (p.0, p.1)),
+                colour.stroke_width(2),
+            ))
+            .map_err(err)?
+            .label(format!("depth {depth}"))
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 15, y)], colour.stroke_width(2)));
+            c.draw_series(line.iter().map(|p| {
+                ErrorBar::new_vertical(p.0, p.1 - p.2, p.1, p.1 + p.2, colour.filled(), 8)
+            }))
+            .map_err(err)?;
+        }
+        c.configure_series_labels()
+            .background_style(WHITE.mix(0.8))
+            .border_style(BLACK)
+            .draw()
+            .map_err(err)?;
+        Ok(())
+    }
+}

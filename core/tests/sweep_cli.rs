@@ -1,0 +1,101 @@
+//! The `sweep` command: a grid of runs from a TOML file, skipped when finished and resumed when
+//! interrupted, with a CSV of results and the relative-error figure; bad settings refused.
+
+use std::process::{Command, Output};
+
+fn sweep(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sweep"))
+        .args(args)
+        .output()
+        .expect("run sweep")
+}
+
+#[test]
+fn a_sweep_trains_skips_and_resumes() {
+    let dir = std::env::temp_dir().join(format!("neuralrg-sweep-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let settings = dir.join("sweep.toml");
+    let folder = dir.join("runs");
+    std::fs::write(
+        &settings,
+        format!(
+            "folder = {:?}\nL = 4\ntemperatures = [2.0, 3.0]\ndepths = [1, 2]\nepochs = 3\n\n[train]\nnlayers = 2\nnhidden = 4\nnmlp = 1\nbatch = 32\n",
+            folder.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let s = settings.to_str().unwrap();
+    let out = sweep(&[s]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let csv = std::fs::read_to_string(folder.join("results.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 5, "{csv}");
+    assert!(
+        csv.lines().nth(1).unwrap().starts_with("4,2,2.0,1,3,"),
+        "{csv}"
+    );
+    assert!(
+        image::open(folder.join("relative_error.png"))
+            .unwrap()
+            .width()
+            >= 800
+    );
+    assert!(
+        std::fs::read_to_string(folder.join("relative_error.svg"))
+            .unwrap()
+            .contains("depth 2")
+    );
+
+    // Everything finished: a second call trains nothing.
+    let out = sweep(&[s]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success());
+    assert_eq!(stderr.matches("finished, skipped").count(), 4, "{stderr}");
+
+    // An interrupted run (no summary yet) is resumed from its checkpoint, the others skipped.
+    std::fs::remove_file(folder.join("T3.0000_depth2/summary.json")).unwrap();
+    let out = sweep(&[s]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("finished, skipped").count(), 3, "{stderr}");
+    assert!(
+        stderr.contains("T=3.0000 depth=2: resuming at epoch 3"),
+        "{stderr}"
+    );
+    assert!(folder.join("T3.0000_depth2/summary.json").exists());
+}
+
+#[test]
+fn bad_settings_are_refused() {
+    let dir = std::env::temp_dir().join(format!("neuralrg-sweep-bad-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (body, needle) in [
+        (
+            "folder = \"x\"\nL = 6\ntemperatures = [2.0]\nepochs = 1\n",
+            "L = 6",
+        ),
+        (
+            "folder = \"x\"\nL = 4\ntemperatures = [-1.0]\nepochs = 1\n",
+            "T = -1",
+        ),
+        (
+            "folder = \"x\"\nL = 4\ntemperatures = [2.0]\nepochs = 1\nspeed = 3\n",
+            "not a valid sweep settings file",
+        ),
+        ("this is not toml", "not a valid sweep settings file"),
+    ] {
+        let path = dir.join("bad.toml");
+        std::fs::write(&path, body).unwrap();
+        let out = sweep(&[path.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(needle), "{stderr:?} should name {needle:?}");
+    }
+    let out = sweep(&[dir.join("missing.toml").to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+}
