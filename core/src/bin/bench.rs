@@ -28,6 +28,11 @@ struct Args {
     /// Batch size.
     #[arg(long, default_value_t = 512)]
     batch: usize,
+    /// Measure sampling instead of training: direct samples, independent Metropolis-Hastings
+    /// and latent-space HMC (64 persistent chains, one measurement of 10 trajectories of 10
+    /// leapfrog steps), in configurations per second.
+    #[arg(long)]
+    sampling: bool,
     /// Internal: run one measurement and print it as JSON.
     #[arg(long, hide = true, num_args = 2)]
     child: Option<Vec<String>>,
@@ -87,10 +92,63 @@ fn measure<B: AutodiffBackend>(name: &str, l: usize, epochs: usize, batch: usize
     }
 }
 
+#[derive(serde::Serialize, serde::Deserialize)]
+struct SamplingRow {
+    backend: String,
+    l: usize,
+    direct: f64,
+    mh: f64,
+    hmc_latent: f64,
+}
+
+fn measure_sampling<B: AutodiffBackend>(name: &str, l: usize, batch: usize) -> SamplingRow {
+    use neuralrg::hmc::{Chains, HmcConfig, Space};
+    use neuralrg::ising::Target;
+    use neuralrg::sample;
+    let device = B::Device::default();
+    let config = TrainConfig::paper(l, 2, T_C).expect("valid paper configuration");
+    let trainer = Trainer::<B>::new(config.clone(), &device).expect("valid");
+    let flow = trainer.flow_valid();
+    let target = Target::<B::InnerBackend>::new(config.relaxation(), &device);
+    let mut rng = config.epoch_rng(0);
+    let n = 4 * batch;
+    let _ = sample::direct(&flow, &target, &mut rng, batch, batch);
+    let t0 = Instant::now();
+    let _ = sample::direct(&flow, &target, &mut rng, n, batch);
+    let direct = n as f64 / t0.elapsed().as_secs_f64();
+    let t0 = Instant::now();
+    let _ = sample::metropolis(&flow, &target, &mut rng, n, batch);
+    let mh = n as f64 / t0.elapsed().as_secs_f64();
+    let mut chains = Chains::<B>::new(Space::Latent, trainer.flow(), &mut rng, 64);
+    let t0 = Instant::now();
+    let _ = chains.measure(
+        trainer.flow(),
+        &trainer.target,
+        &mut rng,
+        HmcConfig::default(),
+    );
+    let hmc_latent = 64.0 / t0.elapsed().as_secs_f64();
+    SamplingRow {
+        backend: name.into(),
+        l,
+        direct,
+        mh,
+        hmc_latent,
+    }
+}
+
 fn main() {
     let args = Args::parse();
     if let Some(child) = &args.child {
         let l: usize = child[1].parse().expect("size");
+        if args.sampling {
+            let row = match child[0].as_str() {
+                "flex" => measure_sampling::<Autodiff<Flex>>("flex", l, args.batch),
+                _ => measure_sampling::<Autodiff<NdArray>>("ndarray", l, args.batch),
+            };
+            println!("{}", serde_json::to_string(&row).unwrap());
+            return;
+        }
         let row = match child[0].as_str() {
             "flex" => measure::<Autodiff<Flex>>("flex", l, args.epochs, args.batch),
             _ => measure::<Autodiff<NdArray>>("ndarray", l, args.epochs, args.batch),
@@ -99,13 +157,54 @@ fn main() {
         return;
     }
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
+    let exe = std::env::current_exe().expect("own path");
+    if args.sampling {
+        println!(
+            "sampling with the paper configuration (symmetrized), T = T_c, batch {}, threads: {threads}",
+            args.batch
+        );
+        println!(
+            "| backend | L | direct samples/s | MH samples/s | latent HMC samples/s (64 chains) |"
+        );
+        println!("|---|---|---|---|---|");
+        for backend in &args.backends {
+            for &l in &args.sizes {
+                let out = Command::new(&exe)
+                    .args([
+                        "--sampling",
+                        "--child",
+                        backend,
+                        &l.to_string(),
+                        "--batch",
+                        &args.batch.to_string(),
+                    ])
+                    .output()
+                    .expect("run the measurement");
+                match serde_json::from_str::<SamplingRow>(
+                    String::from_utf8_lossy(&out.stdout).trim(),
+                ) {
+                    Ok(r) => println!(
+                        "| {} | {} | {:.0} | {:.0} | {:.1} |",
+                        r.backend, r.l, r.direct, r.mh, r.hmc_latent
+                    ),
+                    Err(_) => println!(
+                        "| {backend} | {l} | failed: {} |",
+                        String::from_utf8_lossy(&out.stderr)
+                            .lines()
+                            .last()
+                            .unwrap_or("")
+                    ),
+                }
+            }
+        }
+        return;
+    }
     println!(
         "paper configuration (nlayers 10, nmlp 3, nhidden 10, nrepeat 1, symmetrized), T = T_c, batch {}, threads: {threads}",
         args.batch
     );
     println!("| backend | L | parameters | s/epoch | samples/s | peak memory (MB) |");
     println!("|---|---|---|---|---|---|");
-    let exe = std::env::current_exe().expect("own path");
     for backend in &args.backends {
         for &l in &args.sizes {
             let out = Command::new(&exe)
