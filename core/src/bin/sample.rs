@@ -182,7 +182,12 @@ impl BackendJob for Job {
             .collect();
         let tau = (args.sampler == Sampler::Mh).then(|| tau_int(&energies));
 
-        let name = format!("{:?}", args.sampler).to_lowercase();
+        let name = args
+            .sampler
+            .to_possible_value()
+            .expect("no skipped values")
+            .get_name()
+            .to_string();
         let (samples_dir, pic) = match &args.out {
             Some(o) => (o.clone(), o.clone()),
             None => (args.folder.join("samples"), args.folder.join("pic")),
@@ -219,7 +224,7 @@ impl BackendJob for Job {
         if args.json {
             let o = &obs;
             let json = serde_json::json!({
-                "sampler": name.replace("hmclatent", "hmc-latent").replace("hmcphysical", "hmc-physical"),
+                "sampler": name,
                 "n": n,
                 "acceptance": drawn.acceptance,
                 "ess": drawn.ess,
