@@ -43,6 +43,14 @@ pub fn parse<T: clap::Parser>() -> Result<T, ExitCode> {
     }
 }
 
+/// A binary's `main`: parse the command line (see [`parse`]), run, report (see [`report`]).
+pub fn main<T: clap::Parser>(run: impl FnOnce(T) -> Result<(), RunError>) -> ExitCode {
+    match parse::<T>() {
+        Ok(args) => report(run(args)),
+        Err(code) => code,
+    }
+}
+
 /// Prints a run error as one line; exit code 2 for bad input, 1 otherwise.
 pub fn report(result: Result<(), RunError>) -> ExitCode {
     match result {

@@ -4,9 +4,12 @@
 
 use std::process::Command;
 
+mod common;
+use common::Jitter;
+
 use burn::backend::{Autodiff, Flex, NdArray};
-use burn::module::{AutodiffModule, Module, ModuleMapper, Param};
-use burn::tensor::{Tensor, TensorData, backend::Backend};
+use burn::module::{AutodiffModule, Module};
+use burn::tensor::{Tensor, TensorData};
 use neuralrg::analysis::{mean_off_diagonal, mi_gaussian, mi_ksg, receptive_fields};
 use neuralrg::flow::Flow;
 use neuralrg::ising::Target;
@@ -17,20 +20,6 @@ use neuralrg::train::{TrainConfig, Trainer};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use rand_distr::{Distribution, StandardNormal};
-
-struct Jitter(StdRng);
-
-impl<B: Backend> ModuleMapper<B> for Jitter {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let (id, t, mapper) = param.consume();
-        let shape = t.shape();
-        let noise: Vec<f64> = (0..shape.num_elements())
-            .map(|_| self.0.random_range(-0.3..0.3))
-            .collect();
-        let t = t.clone() + Tensor::from_data(TensorData::new(noise, shape), &t.device());
-        Param::from_mapped_value(id, t, mapper)
-    }
-}
 
 #[test]
 fn jacobian_columns_match_central_differences() {
@@ -50,7 +39,7 @@ fn jacobian_columns_match_central_differences() {
             mera: config.init(3, &Default::default()),
             symmetric: false,
         }
-        .map(&mut Jitter(StdRng::seed_from_u64(1)));
+        .map(&mut Jitter(StdRng::seed_from_u64(1), 0.3));
         let mut rng = StdRng::seed_from_u64(2);
         let z: Vec<f64> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
         let sites: Vec<usize> = vec![0, n / 2 + 1, n - 1];

@@ -1,11 +1,14 @@
 //! The `train` command end to end: bad input, resuming bit-identically, the NaN guard.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 
 use burn::backend::{Autodiff, Flex};
 use neuralrg::checkpoint::flat_parameters;
 use neuralrg::run;
+
+mod common;
+use common::{assert_refused, scratch};
 
 fn train(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_train"))
@@ -14,32 +17,10 @@ fn train(args: &[&str]) -> Output {
         .expect("run train")
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("neuralrg-cli-{}-{name}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 /// A tiny, fast configuration.
 const SMALL: &[&str] = &[
     "-L", "4", "-nlayers", "2", "-nhidden", "4", "-nmlp", "1", "-batch", "32",
 ];
-
-fn assert_refused(out: &Output, needle: &str) {
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "exit code for {needle:?}; stderr: {stderr}"
-    );
-    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
-    assert_eq!(lines.len(), 1, "one-line message expected, got: {stderr}");
-    assert!(!stderr.contains("panicked"), "{stderr}");
-    assert!(
-        stderr.contains(needle),
-        "message {stderr:?} should name {needle:?}"
-    );
-}
 
 #[test]
 fn bad_input_gets_one_line_and_exit_code_2() {

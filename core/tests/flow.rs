@@ -2,7 +2,7 @@
 //! dense computation, parameter counts.
 
 use burn::backend::{Flex, NdArray};
-use burn::module::{Module, ModuleMapper, Param};
+use burn::module::Module;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use neuralrg::flow::{Flow, log_normal};
 use neuralrg::ising::{Relaxation, Target};
@@ -11,24 +11,11 @@ use neuralrg::mera::MeraConfig;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+mod common;
+use common::Jitter;
+
 type F32 = Flex;
 type F64 = NdArray<f64>;
-
-/// Adds uniform noise to every parameter, so that scales are non-zero and the test is not
-/// fooled by the volume-preserving initialization.
-struct Jitter(StdRng, f64);
-
-impl<B: Backend> ModuleMapper<B> for Jitter {
-    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
-        let (id, t, mapper) = param.consume();
-        let shape = t.shape();
-        let noise: Vec<f64> = (0..shape.num_elements())
-            .map(|_| self.0.random_range(-self.1..self.1))
-            .collect();
-        let t = t.clone() + Tensor::from_data(TensorData::new(noise, shape), &t.device());
-        Param::from_mapped_value(id, t, mapper)
-    }
-}
 
 fn config(l: usize, d: usize, nrepeat: usize) -> MeraConfig {
     let lattice = Lattice::new(l, d).unwrap();

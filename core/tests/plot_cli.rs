@@ -1,10 +1,7 @@
 //! The `plot` monitor: figures from a run's records, bad input refused.
 
-use std::process::{Command, Output};
-
-fn run(bin: &str, args: &[&str]) -> Output {
-    Command::new(bin).args(args).output().expect("run binary")
-}
+mod common;
+use common::{assert_refused, run};
 
 #[test]
 fn plot_draws_the_monitor_and_refuses_bad_input() {
@@ -64,9 +61,6 @@ fn plot_draws_the_monitor_and_refuses_bad_input() {
         ),
     ] {
         let out = run(env!("CARGO_BIN_EXE_plot"), &args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(stderr.contains(needle), "{stderr:?} should name {needle:?}");
+        assert_refused(&out, needle);
     }
 }

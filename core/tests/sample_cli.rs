@@ -1,14 +1,11 @@
 //! The `sample` command: Metropolis-Hastings corrects the flow to exact L=4 values, files are
 //! written, bad arguments are refused.
 
-use std::path::PathBuf;
-use std::process::{Command, Output};
-
 use serde_json::Value;
+use std::path::PathBuf;
 
-fn run(bin: &str, args: &[&str]) -> Output {
-    Command::new(bin).args(args).output().expect("run binary")
-}
+mod common;
+use common::{assert_refused, run};
 
 fn reference_l4(t: f64) -> Value {
     let path = concat!(
@@ -127,9 +124,6 @@ fn bad_sample_arguments_are_refused() {
         (vec!["--folder", missing, "-n", "0"], "n = 0"),
     ] {
         let out = run(env!("CARGO_BIN_EXE_sample"), &args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(stderr.contains(needle), "{stderr:?} should name {needle:?}");
+        assert_refused(&out, needle);
     }
 }

@@ -3,6 +3,9 @@
 
 use std::process::{Command, Output};
 
+mod common;
+use common::assert_refused;
+
 fn sweep(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sweep"))
         .args(args)
@@ -91,10 +94,7 @@ fn bad_settings_are_refused() {
         let path = dir.join("bad.toml");
         std::fs::write(&path, body).unwrap();
         let out = sweep(&[path.to_str().unwrap()]);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(stderr.contains(needle), "{stderr:?} should name {needle:?}");
+        assert_refused(&out, needle);
     }
     let out = sweep(&[dir.join("missing.toml").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));

@@ -71,10 +71,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    match cli::parse::<Cli>() {
-        Ok(args) => cli::report(run_cli(args)),
-        Err(code) => code,
-    }
+    cli::main(run_cli)
 }
 
 fn parse_site(text: &str, lattice: Lattice) -> Result<usize, RunError> {

@@ -56,10 +56,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    match cli::parse::<Cli>() {
-        Ok(args) => cli::report(run_cli(args)),
-        Err(code) => code,
-    }
+    cli::main(run_cli)
 }
 
 fn rows(path: &Path) -> Vec<Vec<f64>> {

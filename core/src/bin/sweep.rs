@@ -100,10 +100,7 @@ fn yes() -> bool {
 }
 
 fn main() -> ExitCode {
-    match cli::parse::<Cli>() {
-        Ok(args) => cli::report(run_cli(args)),
-        Err(code) => code,
-    }
+    cli::main(run_cli)
 }
 
 fn bad(e: impl std::fmt::Display) -> RunError {

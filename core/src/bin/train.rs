@@ -113,10 +113,7 @@ struct Cli {
 }
 
 fn main() -> ExitCode {
-    match cli::parse::<Cli>() {
-        Ok(args) => cli::report(run_cli(args)),
-        Err(code) => code,
-    }
+    cli::main(run_cli)
 }
 
 fn run_cli(cli: Cli) -> Result<(), RunError> {

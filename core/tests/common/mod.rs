@@ -1,0 +1,55 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+
+use burn::module::{ModuleMapper, Param};
+use burn::tensor::{Tensor, TensorData, backend::Backend};
+use rand::RngExt;
+use rand::rngs::StdRng;
+
+/// Runs a binary with arguments.
+pub fn run(bin: &str, args: &[&str]) -> Output {
+    Command::new(bin).args(args).output().expect("run binary")
+}
+
+/// A fresh scratch folder for one test (removed first if a previous run left it).
+pub fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("neuralrg-test-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Bad input: exit code 2, one line on stderr naming `needle`, no panic.
+pub fn assert_refused(out: &Output, needle: &str) {
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "exit code for {needle:?}; stderr: {stderr}"
+    );
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert_eq!(lines.len(), 1, "one-line message expected, got: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert!(
+        stderr.contains(needle),
+        "message {stderr:?} should name {needle:?}"
+    );
+}
+
+/// Adds uniform noise in `(-a, a)` to every parameter, so that scales are non-zero and tests are
+/// not fooled by the volume-preserving initialization.
+pub struct Jitter(pub StdRng, pub f64);
+
+impl<B: Backend> ModuleMapper<B> for Jitter {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, t, mapper) = param.consume();
+        let shape = t.shape();
+        let noise: Vec<f64> = (0..shape.num_elements())
+            .map(|_| self.0.random_range(-self.1..self.1))
+            .collect();
+        let t = t.clone() + Tensor::from_data(TensorData::new(noise, shape), &t.device());
+        Param::from_mapped_value(id, t, mapper)
+    }
+}
