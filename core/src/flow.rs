@@ -109,28 +109,22 @@ impl<B: Backend> Flow<B> {
         }
     }
 
-    /// Draws `batch` samples with their `log q` (symmetrized flows flip each sample's sign with
-    /// probability 1/2). Returns `(x, log q(x), log q(-x) under the plain flow)`; the last is what
-    /// the Z2 penalty needs and what `q_sym` is made of.
+    /// Draws `batch` samples with their `log q` (a symmetrized flow flips each sample's sign
+    /// with probability 1/2 and evaluates `q_sym`, which needs the extra inverse pass of `-x`).
     pub fn sample(&self, rng: &mut StdRng, batch: usize) -> Sample<B> {
         let device = self.mera.device();
         let n = self.mera.sites();
         let z = normal_noise::<B>(rng, batch, n, &device);
         let (x, lq_plain) = self.generate(z);
+        if !self.symmetric {
+            return Sample { x, log_q: lq_plain };
+        }
         let (_, lq_flipped) = self.infer(x.clone().neg());
-        let (x, log_q) = if self.symmetric {
-            let signs = random_signs::<B>(rng, batch, &device);
-            let lq =
-                logaddexp(lq_plain.clone(), lq_flipped.clone()).sub_scalar(std::f64::consts::LN_2);
-            (x * signs, lq)
-        } else {
-            (x, lq_plain.clone())
-        };
+        let signs = random_signs::<B>(rng, batch, &device);
+        let log_q = logaddexp(lq_plain, lq_flipped).sub_scalar(std::f64::consts::LN_2);
         Sample {
-            x,
+            x: x * signs,
             log_q,
-            log_q_plain: lq_plain,
-            log_q_flipped: lq_flipped,
         }
     }
 }
@@ -142,8 +136,4 @@ pub struct Sample<B: Backend> {
     pub x: Tensor<B, 2>,
     /// `log q(x)` of the flow that drew them (symmetrized if it is), `[batch]`.
     pub log_q: Tensor<B, 1>,
-    /// `log q(g(z))` of the plain flow at the unflipped sample.
-    pub log_q_plain: Tensor<B, 1>,
-    /// `log q(-g(z))` of the plain flow.
-    pub log_q_flipped: Tensor<B, 1>,
 }
