@@ -5,9 +5,10 @@
 //! Everything here works on host vectors or backend tensors only: no files, no threads, so the
 //! browser app uses it as the native binaries do.
 
-use burn::tensor::{Tensor, TensorData, backend::AutodiffBackend};
+use burn::tensor::{Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
 
 use crate::flow::Flow;
+use crate::host::{block_on, read};
 use crate::lattice::Lattice;
 
 /// The receptive field of a latent site: `dx_i/dz_k` for every physical site `i`.
@@ -26,6 +27,16 @@ pub struct ReceptiveField {
 /// Jacobian at one sample). Reverse mode: each sample is repeated `N` times and row `i` of the
 /// copy back-propagates `x_i`, so one backward pass gives the whole Jacobian of a chunk.
 pub fn receptive_fields<B: AutodiffBackend>(
+    flow: &Flow<B>,
+    lattice: Lattice,
+    z: &[f64],
+    sites: &[usize],
+) -> Vec<ReceptiveField> {
+    block_on(receptive_fields_async(flow, lattice, z, sites))
+}
+
+/// [`receptive_fields`] for callers that cannot block (the browser).
+pub async fn receptive_fields_async<B: AutodiffBackend>(
     flow: &Flow<B>,
     lattice: Lattice,
     z: &[f64],
@@ -57,12 +68,7 @@ pub fn receptive_fields<B: AutodiffBackend>(
         let mask = Tensor::<B, 2>::from_data(TensorData::new(diag, [count * n, n]), &device);
         let (x, _) = flow.mera.generate(zt.clone());
         let grads = (x * mask).sum().backward();
-        let g: Vec<f64> = zt
-            .grad(&grads)
-            .expect("z requires grad")
-            .into_data()
-            .iter::<f64>()
-            .collect();
+        let g = read(zt.grad(&grads).expect("z requires grad")).await;
         // g[(s*n + i)*n + k] = dx_i/dz_k at sample s.
         for (c, &k) in sites.iter().enumerate() {
             for s in 0..count {
@@ -85,6 +91,26 @@ pub fn receptive_fields<B: AutodiffBackend>(
                 .collect(),
         })
         .collect()
+}
+
+/// The latent variables `z = g^{-1}(x)` of physical samples `x` (row-major `[samples, N]`), each
+/// taken through the more probable sign branch of a symmetrized flow ([`Flow::orient`]):
+/// without this the latent statistics are dominated by the `x -> -x` bimodality.
+pub fn latents<B: Backend>(flow: &Flow<B>, x: &[f64]) -> Vec<f64> {
+    block_on(latents_async(flow, x))
+}
+
+/// [`latents`] for callers that cannot block (the browser).
+pub async fn latents_async<B: Backend>(flow: &Flow<B>, x: &[f64]) -> Vec<f64> {
+    let n = flow.mera.sites();
+    let device = flow.mera.device();
+    let mut z = Vec::with_capacity(x.len());
+    for rows in x.chunks(512 * n) {
+        let xt =
+            Tensor::<B, 2>::from_data(TensorData::new(rows.to_vec(), [rows.len() / n, n]), &device);
+        z.extend(read(flow.mera.infer(flow.orient(xt)).0).await);
+    }
+    z
 }
 
 /// Where to look at each RG level, as `(level, [(label, site)])` from level 0 to the top: in 2D

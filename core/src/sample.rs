@@ -6,6 +6,7 @@ use rand::RngExt;
 use rand::rngs::StdRng;
 
 use crate::flow::Flow;
+use crate::host::{block_on, read};
 use crate::ising::Target;
 use crate::stats::log_mean_exp;
 
@@ -26,14 +27,25 @@ pub fn direct<B: Backend>(
     n: usize,
     batch: usize,
 ) -> Direct {
+    block_on(direct_async(flow, target, rng, n, batch))
+}
+
+/// [`direct`] for callers that cannot block (the browser).
+pub async fn direct_async<B: Backend>(
+    flow: &Flow<B>,
+    target: &Target<B>,
+    rng: &mut StdRng,
+    n: usize,
+    batch: usize,
+) -> Direct {
     let mut x = Vec::with_capacity(n * flow.mera.sites());
     let mut log_w = Vec::with_capacity(n);
     while log_w.len() < n {
         let b = batch.min(n - log_w.len());
         let s = flow.sample(rng, b);
         let lw = target.log_prob(s.x.clone()) - s.log_q;
-        x.extend(s.x.into_data().iter::<f64>());
-        log_w.extend(lw.into_data().iter::<f64>());
+        x.extend(read(s.x).await);
+        log_w.extend(read(lw).await);
     }
     Direct { x, log_w }
 }
@@ -67,7 +79,13 @@ pub fn metropolis<B: Backend>(
     batch: usize,
 ) -> MhChain {
     let d = direct(flow, target, rng, n, batch);
-    let sites = flow.mera.sites();
+    metropolis_chain(d, flow.mera.sites(), rng)
+}
+
+/// The independent Metropolis-Hastings chain through proposals already drawn (in order): the
+/// host half of [`metropolis`], for callers that draw with [`direct_async`].
+pub fn metropolis_chain(d: Direct, sites: usize, rng: &mut StdRng) -> MhChain {
+    let n = d.log_w.len();
     let mut x = Vec::with_capacity(n * sites);
     let mut current = 0usize;
     let mut accepted = 0usize;
@@ -117,13 +135,27 @@ pub fn metropolis_parallel<B: Backend>(
     steps: usize,
     batch: usize,
 ) -> ParallelMh {
+    block_on(metropolis_parallel_async(
+        flow, target, rng, chains, steps, batch,
+    ))
+}
+
+/// [`metropolis_parallel`] for callers that cannot block (the browser).
+pub async fn metropolis_parallel_async<B: Backend>(
+    flow: &Flow<B>,
+    target: &Target<B>,
+    rng: &mut StdRng,
+    chains: usize,
+    steps: usize,
+    batch: usize,
+) -> ParallelMh {
     let sites = flow.mera.sites();
-    let first = direct(flow, target, rng, chains, batch);
+    let first = direct_async(flow, target, rng, chains, batch).await;
     let (mut x, mut log_w) = (first.x, first.log_w);
     let mut moved = vec![false; chains];
     let mut accepted = 0usize;
     for _ in 1..steps.max(1) {
-        let p = direct(flow, target, rng, chains, batch);
+        let p = direct_async(flow, target, rng, chains, batch).await;
         for c in 0..chains {
             let log_ratio = p.log_w[c] - log_w[c];
             if log_ratio >= 0.0 || rng.random::<f64>() < log_ratio.exp() {

@@ -145,6 +145,74 @@ impl TrainConfig {
         Ok(())
     }
 
+    /// The configuration as a URL query (`L=8&d=2&T=2.269185&depthMERA=3&...`), with the
+    /// command line's names; the browser app keeps its whole setup in the address this way.
+    /// Floats are written in their shortest exact form, so [`TrainConfig::from_query`] gives back
+    /// exactly this configuration.
+    pub fn to_query(&self) -> String {
+        let mut q = format!(
+            "L={}&d={}&T={}&depthMERA={}&nrepeat={}&nlayers={}&nmlp={}&nhidden={}&batch={}&lr={}&symmetry={}&alpha={}&weightDecay={}&seed={}",
+            self.lattice.side(),
+            self.lattice.dim(),
+            self.t,
+            self.depth,
+            self.nrepeat,
+            self.nlayers,
+            self.nmlp,
+            self.nhidden,
+            self.batch,
+            self.lr,
+            self.symmetry,
+            self.alpha,
+            self.weight_decay,
+            self.seed
+        );
+        if let Some(c) = self.clip {
+            q.push_str(&format!("&clip={c}"));
+        }
+        q
+    }
+
+    /// Reads [`TrainConfig::to_query`]'s form (a leading `?` is allowed). Missing keys take the
+    /// paper's values for the given `L`, `d` (defaults 8, 2) and `T` (default `T_c`), with the
+    /// full MERA depth; unknown keys are ignored; a bad value is an error naming it.
+    pub fn from_query(query: &str) -> Result<Self, ConfigError> {
+        let pairs: Vec<(&str, &str)> = query
+            .trim_start_matches('?')
+            .split('&')
+            .filter_map(|kv| kv.split_once('='))
+            .collect();
+        let get = |k: &str| pairs.iter().rev().find(|(key, _)| *key == k).map(|p| p.1);
+        fn num<T: std::str::FromStr>(
+            name: &'static str,
+            v: Option<&str>,
+            allowed: &str,
+        ) -> Result<Option<T>, ConfigError> {
+            v.map(|v| v.parse::<T>().map_err(|_| bad(name, v, allowed)))
+                .transpose()
+        }
+        let l = num("L", get("L"), "a power of two >= 4")?.unwrap_or(8);
+        let d = num("d", get("d"), "1 or 2")?.unwrap_or(2);
+        let t = num("T", get("T"), "a number > 0")?.unwrap_or(crate::lattice::T_C);
+        let mut c = Self::paper(l, d, t)?;
+        let int = "an integer >= 1";
+        c.depth = num("depthMERA", get("depthMERA"), int)?.unwrap_or(c.depth);
+        c.nrepeat = num("nrepeat", get("nrepeat"), int)?.unwrap_or(c.nrepeat);
+        c.nlayers = num("nlayers", get("nlayers"), int)?.unwrap_or(c.nlayers);
+        c.nmlp = num("nmlp", get("nmlp"), int)?.unwrap_or(c.nmlp);
+        c.nhidden = num("nhidden", get("nhidden"), int)?.unwrap_or(c.nhidden);
+        c.batch = num("batch", get("batch"), int)?.unwrap_or(c.batch);
+        c.lr = num("lr", get("lr"), "a number > 0")?.unwrap_or(c.lr);
+        c.symmetry = num("symmetry", get("symmetry"), "true or false")?.unwrap_or(c.symmetry);
+        c.alpha = num("alpha", get("alpha"), "a number >= 0")?.unwrap_or(c.alpha);
+        c.weight_decay =
+            num("weightDecay", get("weightDecay"), "a number >= 0")?.unwrap_or(c.weight_decay);
+        c.clip = num("clip", get("clip"), "a number > 0")?.or(c.clip);
+        c.seed = num("seed", get("seed"), "an integer >= 0")?.unwrap_or(c.seed);
+        c.validate()?;
+        Ok(c)
+    }
+
     /// The network architecture.
     pub fn mera(&self) -> MeraConfig {
         MeraConfig {
@@ -287,6 +355,12 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// One epoch: one Adam step on a fresh batch. On a non-finite loss nothing is changed and
     /// [`Diverged`] is returned.
     pub fn step(&mut self) -> Result<EpochStats, Diverged> {
+        crate::host::block_on(self.step_async())
+    }
+
+    /// [`Trainer::step`] for callers that cannot block (the browser): the one readback of the
+    /// step is awaited.
+    pub async fn step_async(&mut self) -> Result<EpochStats, Diverged> {
         let epoch = self.epoch + 1;
         let flow = self.flow.take().expect("flow present between steps");
         let device = flow.mera.device();
@@ -299,10 +373,11 @@ impl<B: AutodiffBackend> Trainer<B> {
         );
         let (f, loss) = free_energy(&self.config, &flow, &self.target, z);
         // One readback per step: the per-sample f and the loss together.
-        let host: Vec<f64> = Tensor::cat(vec![f.clone().detach(), loss.clone().detach()], 0)
-            .into_data()
-            .iter::<f64>()
-            .collect();
+        let host = crate::host::read(Tensor::cat(
+            vec![f.clone().detach(), loss.clone().detach()],
+            0,
+        ))
+        .await;
         let (fs, loss_value) = host.split_at(self.config.batch);
         let loss_value = loss_value[0];
         let bad = fs.iter().filter(|v| !v.is_finite()).count();

@@ -62,3 +62,42 @@ fn a_huge_learning_rate_is_caught_by_the_nan_guard() {
     );
     assert!(err.to_string().contains("diverged"));
 }
+
+/// The browser app keeps its setup in the URL: the query round-trips every field exactly, fills
+/// missing keys from the paper's configuration and names a bad value.
+#[test]
+fn the_url_query_round_trips_the_configuration() {
+    let mut c = TrainConfig::paper(16, 1, 1.7).unwrap();
+    c.depth = 2;
+    c.nrepeat = 2;
+    c.nlayers = 4;
+    c.nmlp = 2;
+    c.nhidden = 7;
+    c.batch = 96;
+    c.lr = 0.0031;
+    c.symmetry = false;
+    c.alpha = 0.5;
+    c.weight_decay = 0.0;
+    c.clip = Some(2.5);
+    c.seed = 12345678901;
+    let q = c.to_query();
+    assert_eq!(TrainConfig::from_query(&q).unwrap(), c, "{q}");
+    assert_eq!(TrainConfig::from_query(&format!("?{q}")).unwrap(), c);
+
+    let defaults = TrainConfig::from_query("").unwrap();
+    assert_eq!(defaults, TrainConfig::paper(8, 2, T_C).unwrap());
+    let partial = TrainConfig::from_query("L=4&T=2.5&nhidden=5&unknown=1").unwrap();
+    assert_eq!((partial.lattice.side(), partial.t), (4, 2.5));
+    assert_eq!((partial.nhidden, partial.depth), (5, 2));
+
+    for (q, named) in [
+        ("L=6", "6"),
+        ("T=-1", "T"),
+        ("lr=fast", "lr"),
+        ("L=4&depthMERA=3", "depthMERA"),
+        ("symmetry=yes", "symmetry"),
+    ] {
+        let e = TrainConfig::from_query(q).unwrap_err().to_string();
+        assert!(e.contains(named), "{q}: {e}");
+    }
+}
