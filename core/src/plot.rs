@@ -304,145 +304,195 @@ impl Figure for Monitor {
     /// Four panels: F with the bound, the relative error (log axis), acceptance rates, and the
     /// observable with error bars and its exact value.
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), String> {
-        let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
-        area.fill(&WHITE).map_err(err)?;
+        area.fill(&WHITE).map_err(|e| e.to_string())?;
         let panels = area.split_evenly((2, 2));
-        let epochs = self.train.last().map(|r| r.0).unwrap_or(1.0).max(1.0);
-        let font = ("sans-serif", 14);
+        let epochs = self.epochs();
+        free_energy_panel(&panels[0], &self.train, self.bound, epochs)?;
+        relative_error_panel(&panels[1], &self.train, epochs)?;
+        rates_panel(
+            &panels[2],
+            "acceptance",
+            &self.acceptance,
+            ["Metropolis-Hastings", "HMC (latent)"],
+            epochs,
+        )?;
+        observable_panel(
+            &panels[3],
+            &format!("{} (Metropolis-Hastings)", self.observable_name),
+            &self.observable,
+            self.exact,
+            epochs,
+        )
+    }
+}
 
-        // F and the bound.
-        let (lo, hi) = range(self.train.iter().map(|r| r.1).chain([self.bound]));
-        let mut c = ChartBuilder::on(&panels[0])
-            .caption("free energy F (units of T)", font)
-            .margin(8)
-            .x_label_area_size(28)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..epochs, lo..hi)
-            .map_err(err)?;
-        c.configure_mesh().x_desc("epoch").draw().map_err(err)?;
-        c.draw_series(LineSeries::new(
-            self.train.iter().map(|r| (r.0, r.1)),
-            &BLUE,
-        ))
+impl Monitor {
+    /// The x range of the panels: the last epoch recorded (at least 1).
+    pub fn epochs(&self) -> f64 {
+        self.train.last().map(|r| r.0).unwrap_or(1.0).max(1.0)
+    }
+}
+
+const PANEL_FONT: (&str, u32) = ("sans-serif", 14);
+
+/// The variational free energy per epoch (`train` rows as in [`Monitor::train`]) with the
+/// exact bound `-ln Z_x`.
+pub fn free_energy_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    train: &[(f64, f64, f64, f64)],
+    bound: f64,
+    epochs: f64,
+) -> Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let font = PANEL_FONT;
+    let (lo, hi) = range(train.iter().map(|r| r.1).chain([bound]));
+    let mut c = ChartBuilder::on(area)
+        .caption("free energy F (units of T)", font)
+        .margin(8)
+        .x_label_area_size(28)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..epochs, lo..hi)
+        .map_err(err)?;
+    c.configure_mesh().x_desc("epoch").draw().map_err(err)?;
+    c.draw_series(LineSeries::new(train.iter().map(|r| (r.0, r.1)), &BLUE))
         .map_err(err)?
         .label("F")
         .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], BLUE));
+    c.draw_series(LineSeries::new(
+        [(0.0, bound), (epochs, bound)],
+        RED.stroke_width(2),
+    ))
+    .map_err(err)?
+    .label("-ln Z_x (exact)")
+    .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], RED));
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+/// The relative error `(F + ln Z_x) / ln Z_x` per epoch on a log axis.
+pub fn relative_error_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    train: &[(f64, f64, f64, f64)],
+    epochs: f64,
+) -> Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let rel: Vec<(f64, f64)> = train
+        .iter()
+        .filter(|r| r.3 > 0.0)
+        .map(|r| (r.0, r.3))
+        .collect();
+    let (rlo, rhi) = rel.iter().fold((f64::INFINITY, 0.0f64), |(a, b), r| {
+        (a.min(r.1), b.max(r.1))
+    });
+    let (rlo, rhi) = if rel.is_empty() {
+        (1e-4, 1.0)
+    } else {
+        (rlo * 0.8, rhi * 1.25)
+    };
+    let mut c = ChartBuilder::on(area)
+        .caption("relative error (F + ln Z_x) / ln Z_x", PANEL_FONT)
+        .margin(8)
+        .x_label_area_size(28)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..epochs, (rlo..rhi).log_scale())
+        .map_err(err)?;
+    c.configure_mesh()
+        .x_desc("epoch")
+        .y_label_formatter(&|v| format!("{:.2}%", 100.0 * v))
+        .draw()
+        .map_err(err)?;
+    c.draw_series(LineSeries::new(rel, &BLUE)).map_err(err)?;
+    Ok(())
+}
+
+/// Two rates in [0, 1] per measurement, `(epoch, first, second)` (a non-finite second value is
+/// left out): acceptance of MH and HMC, or MH acceptance and the effective sample size.
+pub fn rates_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    rates: &[(f64, f64, f64)],
+    labels: [&str; 2],
+    epochs: f64,
+) -> Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let mut c = ChartBuilder::on(area)
+        .caption(title, PANEL_FONT)
+        .margin(8)
+        .x_label_area_size(28)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..epochs, 0.0..1.05)
+        .map_err(err)?;
+    c.configure_mesh().x_desc("epoch").draw().map_err(err)?;
+    let first: Vec<(f64, f64)> = rates.iter().map(|a| (a.0, a.1)).collect();
+    let second: Vec<(f64, f64)> = rates
+        .iter()
+        .filter(|a| a.2.is_finite())
+        .map(|a| (a.0, a.2))
+        .collect();
+    for (points, colour, label) in [(first, BLUE, labels[0]), (second, GREEN, labels[1])] {
+        c.draw_series(LineSeries::new(points.clone(), &colour))
+            .map_err(err)?
+            .label(label)
+            .legend(move |(x, y)| PathElement::new([(x, y), (x + 15, y)], colour));
+        c.draw_series(points.iter().map(|&p| Circle::new(p, 3, colour.filled())))
+            .map_err(err)?;
+    }
+    c.configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(err)?;
+    Ok(())
+}
+
+/// An observable per measurement, `(epoch, mean, stderr)`, with error bars and its exact value.
+pub fn observable_panel<DB: DrawingBackend>(
+    area: &DrawingArea<DB, Shift>,
+    title: &str,
+    points: &[(f64, f64, f64)],
+    exact: Option<f64>,
+    epochs: f64,
+) -> Result<(), String> {
+    let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
+    let (olo, ohi) = range(
+        points
+            .iter()
+            .flat_map(|o| [o.1 - o.2, o.1 + o.2])
+            .chain(exact),
+    );
+    let mut c = ChartBuilder::on(area)
+        .caption(title, PANEL_FONT)
+        .margin(8)
+        .x_label_area_size(28)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0.0..epochs, olo..ohi)
+        .map_err(err)?;
+    c.configure_mesh().x_desc("epoch").draw().map_err(err)?;
+    c.draw_series(
+        points
+            .iter()
+            .map(|o| ErrorBar::new_vertical(o.0, o.1 - o.2, o.1, o.1 + o.2, BLUE.filled(), 6)),
+    )
+    .map_err(err)?;
+    if let Some(x) = exact {
         c.draw_series(LineSeries::new(
-            [(0.0, self.bound), (epochs, self.bound)],
+            [(0.0, x), (epochs, x)],
             RED.stroke_width(2),
         ))
         .map_err(err)?
-        .label("-ln Z_x (exact)")
+        .label(format!("exact {x:.6}"))
         .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], RED));
         c.configure_series_labels()
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()
             .map_err(err)?;
-
-        // Relative error, log axis.
-        let rel: Vec<(f64, f64)> = self
-            .train
-            .iter()
-            .filter(|r| r.3 > 0.0)
-            .map(|r| (r.0, r.3))
-            .collect();
-        let (rlo, rhi) = rel.iter().fold((f64::INFINITY, 0.0f64), |(a, b), r| {
-            (a.min(r.1), b.max(r.1))
-        });
-        let (rlo, rhi) = if rel.is_empty() {
-            (1e-4, 1.0)
-        } else {
-            (rlo * 0.8, rhi * 1.25)
-        };
-        let mut c = ChartBuilder::on(&panels[1])
-            .caption("relative error (F + ln Z_x) / ln Z_x", font)
-            .margin(8)
-            .x_label_area_size(28)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..epochs, (rlo..rhi).log_scale())
-            .map_err(err)?;
-        c.configure_mesh()
-            .x_desc("epoch")
-            .y_label_formatter(&|v| format!("{:.2}%", 100.0 * v))
-            .draw()
-            .map_err(err)?;
-        c.draw_series(LineSeries::new(rel, &BLUE)).map_err(err)?;
-
-        // Acceptance rates.
-        let mut c = ChartBuilder::on(&panels[2])
-            .caption("acceptance", font)
-            .margin(8)
-            .x_label_area_size(28)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..epochs, 0.0..1.05)
-            .map_err(err)?;
-        c.configure_mesh().x_desc("epoch").draw().map_err(err)?;
-        let mh: Vec<(f64, f64)> = self.acceptance.iter().map(|a| (a.0, a.1)).collect();
-        let hmc: Vec<(f64, f64)> = self
-            .acceptance
-            .iter()
-            .filter(|a| a.2.is_finite())
-            .map(|a| (a.0, a.2))
-            .collect();
-        c.draw_series(LineSeries::new(mh.clone(), &BLUE))
-            .map_err(err)?
-            .label("Metropolis-Hastings")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], BLUE));
-        c.draw_series(mh.iter().map(|&p| Circle::new(p, 3, BLUE.filled())))
-            .map_err(err)?;
-        c.draw_series(LineSeries::new(hmc.clone(), &GREEN))
-            .map_err(err)?
-            .label("HMC (latent)")
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], GREEN));
-        c.draw_series(hmc.iter().map(|&p| Circle::new(p, 3, GREEN.filled())))
-            .map_err(err)?;
-        c.configure_series_labels()
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(err)?;
-
-        // The observable with error bars and its exact value.
-        let (olo, ohi) = range(
-            self.observable
-                .iter()
-                .flat_map(|o| [o.1 - o.2, o.1 + o.2])
-                .chain(self.exact),
-        );
-        let mut c = ChartBuilder::on(&panels[3])
-            .caption(
-                format!("{} (Metropolis-Hastings)", self.observable_name),
-                font,
-            )
-            .margin(8)
-            .x_label_area_size(28)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..epochs, olo..ohi)
-            .map_err(err)?;
-        c.configure_mesh().x_desc("epoch").draw().map_err(err)?;
-        c.draw_series(
-            self.observable
-                .iter()
-                .map(|o| ErrorBar::new_vertical(o.0, o.1 - o.2, o.1, o.1 + o.2, BLUE.filled(), 6)),
-        )
-        .map_err(err)?;
-        if let Some(x) = self.exact {
-            c.draw_series(LineSeries::new(
-                [(0.0, x), (epochs, x)],
-                RED.stroke_width(2),
-            ))
-            .map_err(err)?
-            .label(format!("exact {x:.6}"))
-            .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], RED));
-            c.configure_series_labels()
-                .background_style(WHITE.mix(0.8))
-                .border_style(BLACK)
-                .draw()
-                .map_err(err)?;
-        }
-        Ok(())
     }
+    Ok(())
 }
 
 /// Relative error against temperature, one line per MERA depth, with error bars (the sweep's
