@@ -1,31 +1,340 @@
-//! Choosing a backend for the native binaries.
+//! Choosing a backend and device for the native binaries: `--device cpu|flex|ndarray|cuda[:N]|
+//! vulkan[:N]|wgpu`. A device that is not there is refused with a message naming what is
+//! missing, before Burn starts (Burn's own failure would be a panic on its device thread).
+
+use std::fmt;
+use std::str::FromStr;
+
+use burn::tensor::backend::AutodiffBackend;
 
 /// The compute devices the binaries accept.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceKind {
     /// The fastest CPU backend on this machine (Flex).
+    #[default]
     Cpu,
     /// Burn's Flex CPU backend.
     Flex,
     /// Burn's ndarray CPU backend.
     Ndarray,
+    /// The N-th CUDA device (Burn's CUDA backend with fusion; kernels compiled by NVRTC).
+    Cuda(usize),
+    /// The N-th Vulkan adapter (Burn's wgpu backend with SPIR-V kernels).
+    Vulkan(usize),
+    /// wgpu's default adapter on its default graphics API (Vulkan, Metal or DirectX 12).
+    Wgpu,
+}
+
+impl DeviceKind {
+    /// Runs on a GPU backend (no f64 there).
+    pub fn is_gpu(self) -> bool {
+        matches!(self, Self::Cuda(_) | Self::Vulkan(_) | Self::Wgpu)
+    }
+}
+
+/// What `--device` accepts, for messages.
+pub const DEVICE_CHOICES: &str = "cpu, flex, ndarray, cuda[:N], vulkan[:N] or wgpu";
+
+impl FromStr for DeviceKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("unknown device `{s}`: use {DEVICE_CHOICES}");
+        let (name, index) = match s.split_once(':') {
+            Some((name, n)) => (name, Some(n.parse::<usize>().map_err(|_| bad())?)),
+            None => (s, None),
+        };
+        Ok(match (name.to_ascii_lowercase().as_str(), index) {
+            ("cpu", None) => Self::Cpu,
+            ("flex", None) => Self::Flex,
+            ("ndarray", None) => Self::Ndarray,
+            ("cuda", n) => Self::Cuda(n.unwrap_or(0)),
+            ("vulkan", n) => Self::Vulkan(n.unwrap_or(0)),
+            ("wgpu", None) => Self::Wgpu,
+            _ => return Err(bad()),
+        })
+    }
+}
+
+impl fmt::Display for DeviceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Cpu => write!(f, "cpu"),
+            Self::Flex => write!(f, "flex"),
+            Self::Ndarray => write!(f, "ndarray"),
+            Self::Cuda(n) => write!(f, "cuda:{n}"),
+            Self::Vulkan(n) => write!(f, "vulkan:{n}"),
+            Self::Wgpu => write!(f, "wgpu"),
+        }
+    }
+}
+
+impl serde::Serialize for DeviceKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeviceKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The requested device cannot be used: what is missing and what to do.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("--device {device}: {reason}")]
+pub struct DeviceError {
+    pub device: DeviceKind,
+    pub reason: String,
 }
 
 /// Work to run on the backend the options choose (generic code, one dispatch).
 pub trait BackendJob {
     type Output;
-    fn run<B: burn::tensor::backend::AutodiffBackend>(self) -> Self::Output;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
 }
 
-/// Runs `job` on the backend for `device`, in f64 (on ndarray) when `double`.
-pub fn dispatch<J: BackendJob>(double: bool, device: DeviceKind, job: J) -> J::Output {
+/// Runs `job` on the backend and device for `device`, in f64 (on ndarray) when `double`; prints
+/// the backend and device name to stderr first. Refuses devices that are not there (or not
+/// compiled in) and f64 on GPUs.
+pub fn dispatch<J: BackendJob>(
+    double: bool,
+    device: DeviceKind,
+    job: J,
+) -> Result<J::Output, DeviceError> {
     use burn::backend::{Autodiff, Flex, NdArray};
+    let refuse = |reason: String| DeviceError { device, reason };
+    if double && device.is_gpu() {
+        return Err(refuse(
+            "f64 (--double) runs on the CPU backends only: Burn 0.21's GPU backends have no \
+             f64 (drop --double or use --device ndarray)"
+                .into(),
+        ));
+    }
     match (double, device) {
-        (true, _) => job.run::<Autodiff<NdArray<f64>>>(),
-        (false, DeviceKind::Ndarray) => job.run::<Autodiff<NdArray>>(),
-        (false, DeviceKind::Cpu | DeviceKind::Flex) => job.run::<Autodiff<Flex>>(),
+        (true, _) => Ok(start::<Autodiff<NdArray<f64>>, J>(
+            job,
+            Default::default(),
+            "cpu",
+        )),
+        (false, DeviceKind::Ndarray) => Ok(start::<Autodiff<NdArray>, J>(
+            job,
+            Default::default(),
+            "cpu",
+        )),
+        (false, DeviceKind::Cpu | DeviceKind::Flex) => {
+            Ok(start::<Autodiff<Flex>, J>(job, Default::default(), "cpu"))
+        }
+        (false, DeviceKind::Cuda(n)) => cuda_backend(n, job).map_err(refuse),
+        (false, DeviceKind::Vulkan(n)) => wgpu_backend(Some(n), job).map_err(refuse),
+        (false, DeviceKind::Wgpu) => wgpu_backend(None, job).map_err(refuse),
+    }
+}
+
+/// Where compiled GPU kernels and autotune results are kept between runs: `NEURALRG_KERNEL_CACHE`,
+/// or `~/.cache/neuralrg/cubecl`.
+pub fn kernel_cache_dir() -> std::path::PathBuf {
+    std::env::var_os("NEURALRG_KERNEL_CACHE")
+        .map(Into::into)
+        .unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").unwrap_or_else(|| ".".into());
+            std::path::PathBuf::from(home).join(".cache/neuralrg/cubecl")
+        })
+}
+
+/// Keeps CubeCL's compiled kernels and autotune results in [`kernel_cache_dir`] (a user's own
+/// `cubecl.toml` or `burn.toml` still wins where it sets a cache): the first step of a second
+/// run then skips most of the compilation. Once per process, before any GPU starts.
+#[cfg(any(feature = "cuda", feature = "wgpu"))]
+fn configure_kernel_cache() {
+    use burn::cubecl::config::{CubeClRuntimeConfig, RuntimeConfig, cache::CacheConfig};
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let dir = kernel_cache_dir();
+        let _ = std::fs::create_dir_all(&dir);
+        let mut config = CubeClRuntimeConfig::from_current_dir();
+        if config.compilation.cache.is_none() {
+            config.compilation.cache = Some(CacheConfig::File(dir.clone()));
+        }
+        if matches!(config.autotune.cache, CacheConfig::Target) {
+            config.autotune.cache = CacheConfig::File(dir);
+        }
+        CubeClRuntimeConfig::set(config.override_from_env());
+    });
+}
+
+fn start<B: AutodiffBackend, J: BackendJob>(job: J, device: B::Device, name: &str) -> J::Output {
+    eprintln!("neuralrg: backend {} on {name}", B::name(&device));
+    job.run::<B>(device)
+}
+
+#[cfg(feature = "cuda")]
+fn cuda_backend<J: BackendJob>(n: usize, job: J) -> Result<J::Output, String> {
+    use burn::backend::{Autodiff, Cuda, cuda::CudaDevice};
+    use cudarc::driver::CudaContext;
+    configure_kernel_cache();
+    // SAFETY (both checks): they only try to dlopen the libraries by their usual names.
+    if !unsafe { cudarc::driver::sys::is_culib_present() } {
+        return Err(
+            "no CUDA driver: libcuda.so could not be loaded (is an NVIDIA driver installed?)"
+                .into(),
+        );
+    }
+    if !unsafe { cudarc::nvrtc::sys::is_culib_present() } {
+        return Err("no NVRTC: libnvrtc.so could not be loaded (install the CUDA toolkit, or put its lib64 folder on LD_LIBRARY_PATH)".into());
+    }
+    let include = cuda_path().map(|p| p.join("include"));
+    if !include.as_ref().is_some_and(|p| p.join("cuda.h").exists()) {
+        return Err(format!(
+            "no CUDA headers ({}): kernels are compiled with NVRTC at run time and need them; set CUDA_PATH to the CUDA toolkit",
+            include.map_or(
+                "CUDA_PATH unset, /usr/local/cuda missing".into(),
+                |p| format!("{} has no cuda.h", p.display())
+            )
+        ));
+    }
+    let count =
+        CudaContext::device_count().map_err(|e| format!("the CUDA driver failed: {e:?}"))?;
+    if n >= count.max(0) as usize {
+        return Err(format!(
+            "there are {count} CUDA devices (cuda:0 to cuda:{})",
+            count - 1
+        ));
+    }
+    let name = CudaContext::new(n)
+        .and_then(|c| c.name())
+        .map_err(|e| format!("CUDA device {n} failed to start: {e:?}"))?;
+    Ok(start::<Autodiff<Cuda>, J>(job, CudaDevice::new(n), &name))
+}
+
+#[cfg(not(feature = "cuda"))]
+fn cuda_backend<J: BackendJob>(_: usize, _: J) -> Result<J::Output, String> {
+    Err("this build has no CUDA backend (rebuild with `--features cuda`)".into())
+}
+
+/// Where NVRTC looks for the CUDA headers (the same places as cubecl-cuda).
+#[cfg(feature = "cuda")]
+fn cuda_path() -> Option<std::path::PathBuf> {
+    if let Ok(p) = std::env::var("CUDA_PATH") {
+        return Some(p.into());
+    }
+    ["/usr/local/cuda", "/opt/cuda"]
+        .iter()
+        .map(std::path::PathBuf::from)
+        .find(|p| p.exists())
+        .or_else(|| {
+            std::path::Path::new("/usr/bin/nvcc")
+                .exists()
+                .then(|| "/usr".into())
+        })
+}
+
+/// The Vulkan adapter `n` (or wgpu's default adapter when `None`), started, with its name.
+/// Refuses, naming what is missing, when there is no such adapter.
+#[cfg(feature = "wgpu")]
+pub fn wgpu_device(n: Option<usize>) -> Result<(burn::backend::wgpu::WgpuDevice, String), String> {
+    use burn::backend::wgpu::{RuntimeOptions, WgpuDevice, graphics, init_setup};
+    use wgpu::{Backends, DeviceType, Instance, InstanceDescriptor};
+
+    configure_kernel_cache();
+    let backends = if n.is_some() {
+        Backends::VULKAN
+    } else {
+        Backends::PRIMARY
+    };
+    let instance = Instance::new(InstanceDescriptor {
+        backends,
+        ..InstanceDescriptor::new_without_display_handle()
+    });
+    let adapters = crate::host::block_on(instance.enumerate_adapters(backends));
+    let infos: Vec<_> = adapters.iter().map(|a| a.get_info()).collect();
+    if infos.is_empty() {
+        return Err(if n.is_some() {
+            "no Vulkan adapter found (install a Vulkan driver: NVIDIA's, or Mesa's mesa-vulkan-drivers for software Vulkan)".into()
+        } else {
+            "no GPU adapter found by wgpu (Vulkan, Metal or DirectX 12)".into()
+        });
+    }
+    let device = match n {
+        None => WgpuDevice::DefaultDevice,
+        Some(n) => {
+            let Some(info) = infos.get(n) else {
+                return Err(format!(
+                    "there are {} Vulkan adapters (vulkan:0 to vulkan:{}): {}",
+                    infos.len(),
+                    infos.len() - 1,
+                    infos
+                        .iter()
+                        .map(|i| i.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            };
+            let same = infos[..n]
+                .iter()
+                .filter(|i| i.device_type == info.device_type)
+                .count();
+            match info.device_type {
+                DeviceType::DiscreteGpu => WgpuDevice::DiscreteGpu(same),
+                DeviceType::IntegratedGpu => WgpuDevice::IntegratedGpu(same),
+                DeviceType::VirtualGpu => WgpuDevice::VirtualGpu(same),
+                DeviceType::Cpu if same == 0 => WgpuDevice::Cpu,
+                _ => return Err(format!("adapter {n} ({}) cannot be selected", info.name)),
+            }
+        }
+    };
+    let setup = if n.is_some() {
+        init_setup::<graphics::Vulkan>(&device, RuntimeOptions::default())
+    } else {
+        init_setup::<graphics::AutoGraphicsApi>(&device, RuntimeOptions::default())
+    };
+    let info = setup.adapter.get_info();
+    Ok((device, format!("{} ({:?})", info.name, info.backend)))
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_backend<J: BackendJob>(n: Option<usize>, job: J) -> Result<J::Output, String> {
+    use burn::backend::{Autodiff, Wgpu};
+    let (device, name) = wgpu_device(n)?;
+    Ok(start::<Autodiff<Wgpu>, J>(job, device, &name))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu_backend<J: BackendJob>(_: Option<usize>, _: J) -> Result<J::Output, String> {
+    Err("this build has no wgpu/Vulkan backend (rebuild with `--features vulkan`)".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_prints_devices() {
+        for (s, d) in [
+            ("cpu", DeviceKind::Cpu),
+            ("ndarray", DeviceKind::Ndarray),
+            ("cuda", DeviceKind::Cuda(0)),
+            ("cuda:1", DeviceKind::Cuda(1)),
+            ("vulkan:2", DeviceKind::Vulkan(2)),
+            ("wgpu", DeviceKind::Wgpu),
+        ] {
+            assert_eq!(s.parse::<DeviceKind>(), Ok(d));
+            assert_eq!(d.to_string().parse::<DeviceKind>(), Ok(d));
+        }
+        for bad in ["gpu", "cuda:x", "cpu:1", "wgpu:0", ""] {
+            let e = bad.parse::<DeviceKind>().unwrap_err();
+            assert!(e.contains(DEVICE_CHOICES), "{e}");
+        }
+    }
+}
+
+/// [`crate::agreement::agreement`] as a job for [`dispatch`].
+pub struct AgreementJob;
+
+impl BackendJob for AgreementJob {
+    type Output = crate::agreement::Agreement;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        crate::agreement::agreement::<B>(&device)
     }
 }

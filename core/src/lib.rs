@@ -6,6 +6,7 @@
 //! minimizing the variational free energy against a continuous relaxation of the Ising model.
 //!
 //! One module per idea of the paper:
+//! - [`agreement`]: a backend checked against the CPU (GPU tests);
 //! - [`analysis`]: receptive fields and mutual information (what the network learned);
 //! - [`lattice`]: the periodic lattice, RG levels;
 //! - [`ising`]: the Hubbard-Stratonovich relaxation `log p~(x)`;
@@ -16,6 +17,7 @@
 //! - [`train`]: the variational free energy, Adam, the NaN guard;
 //! - [`sample`]: direct sampling, importance weights, independent Metropolis-Hastings;
 //! - [`hmc`]: Hamiltonian Monte Carlo in latent and physical space;
+//! - [`host`]: reading tensors back (async in the browser, blocking natively);
 //! - [`observables`]: spins from fields, Rao-Blackwell estimators, energy, magnetization, Binder;
 //! - [`plot`]: heat maps and figures on any plotters backend;
 //! - [`stats`]: means, errors, log-sum-exp.
@@ -23,11 +25,13 @@
 //! Native only: [`run`] (run folders, checkpoints, records), [`device`] (backend choice) and
 //! [`cli`] (argument glue of the binaries).
 
+pub mod agreement;
 pub mod analysis;
 pub mod coupling;
 pub mod exact;
 pub mod flow;
 pub mod hmc;
+pub mod host;
 pub mod ising;
 pub mod lattice;
 pub mod mera;

@@ -108,6 +108,12 @@ pub enum RunError {
     Io(String),
 }
 
+impl From<crate::device::DeviceError> for RunError {
+    fn from(e: crate::device::DeviceError) -> Self {
+        Self::Input(e.to_string())
+    }
+}
+
 fn io(path: &Path, e: impl std::fmt::Display) -> RunError {
     RunError::Io(format!("{}: {e}", path.display()))
 }

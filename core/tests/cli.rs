@@ -42,6 +42,43 @@ fn bad_input_gets_one_line_and_exit_code_2() {
     }
 }
 
+/// Devices that are not there (or not allowed) are refused before Burn starts: exit code 2 and
+/// a message naming what is missing, no panic.
+#[test]
+fn unavailable_devices_are_refused() {
+    let dir = scratch("devices");
+    let folder = dir.to_str().unwrap();
+    let with = |device: &str, extra: &[&'static str]| {
+        let mut args = SMALL.to_vec();
+        args.extend(["-epochs", "1", "-folder", folder, "--device", device]);
+        args.extend(extra);
+        train(&args)
+    };
+    assert_refused(&with("gpu", &[]), "unknown device `gpu`");
+    assert_refused(&with("cuda:x", &[]), "cuda[:N]");
+    assert_refused(&with("vulkan", &["--double"]), "f64");
+    // This machine has no NVIDIA driver (CI neither): the message names the missing library.
+    if !Path::new("/dev/nvidia0").exists() {
+        assert_refused(&with("cuda", &[]), "libcuda");
+    }
+    // A Vulkan adapter that does not exist: the message lists the ones that do (software Vulkan
+    // drivers may print their own warning lines first, so only the last line is checked).
+    let out = with("vulkan:9", &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    let last = stderr.lines().last().unwrap_or("");
+    assert!(
+        last.contains("--device vulkan:9")
+            && (last.contains("Vulkan adapters") || last.contains("no Vulkan adapter")),
+        "{stderr}"
+    );
+    assert!(
+        !dir.join("parameters.json").exists(),
+        "nothing is written for a refused device"
+    );
+}
+
 #[test]
 fn truncated_checkpoint_is_refused() {
     let dir = scratch("truncated");

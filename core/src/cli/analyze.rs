@@ -8,15 +8,15 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::analysis::{self, ReceptiveField};
+use crate::cli;
+use crate::device::{BackendJob, DeviceKind, dispatch};
+use crate::lattice::Lattice;
+use crate::plot::{self, MiFigure, ReceptiveFigure};
+use crate::run::{self, RunError, write_atomic};
+use crate::sample;
 use burn::tensor::{Tensor, TensorData, backend::AutodiffBackend};
 use clap::Parser;
-use neuralrg::analysis::{self, ReceptiveField};
-use neuralrg::cli;
-use neuralrg::device::{BackendJob, DeviceKind, dispatch};
-use neuralrg::lattice::Lattice;
-use neuralrg::plot::{self, MiFigure, ReceptiveFigure};
-use neuralrg::run::{self, RunError, write_atomic};
-use neuralrg::sample;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
@@ -65,12 +65,13 @@ struct Cli {
     /// Seed of the samples.
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    /// Compute device: cpu (flex), flex or ndarray.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    /// Compute device: cpu (the fastest CPU backend, flex), flex, ndarray, cuda[:N],
+    /// vulkan[:N] or wgpu.
+    #[arg(long, default_value_t = DeviceKind::Cpu)]
     device: DeviceKind,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     cli::main(run_cli)
 }
 
@@ -122,7 +123,7 @@ fn run_cli(args: Cli) -> Result<(), RunError> {
         )));
     }
     let params = run::read_parameters(&args.folder)?;
-    dispatch(params.options.double, args.device, Go { args, params })
+    dispatch(params.options.double, args.device, Go { args, params })?
 }
 
 struct Go {
@@ -132,8 +133,8 @@ struct Go {
 
 impl BackendJob for Go {
     type Output = Result<(), RunError>;
-    fn run<B: AutodiffBackend>(self) -> Self::Output {
-        go::<B>(self.args, self.params)
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        go::<B>(self.args, self.params, device)
     }
 }
 
@@ -147,8 +148,11 @@ fn csv_matrix(m: &[f64], vars: usize) -> String {
     s
 }
 
-fn go<B: AutodiffBackend>(args: Cli, params: run::Parameters) -> Result<(), RunError> {
-    let device = B::Device::default();
+fn go<B: AutodiffBackend>(
+    args: Cli,
+    params: run::Parameters,
+    device: B::Device,
+) -> Result<(), RunError> {
     let lattice = params.config.lattice;
     let n = lattice.sites();
     let trainer = run::load_trainer::<B>(&args.folder, &params.config, &device)?;
@@ -216,27 +220,24 @@ fn go<B: AutodiffBackend>(args: Cli, params: run::Parameters) -> Result<(), RunE
 
     // Exact samples of the target by independent Metropolis-Hastings, and their latents.
     let flow = trainer.flow_valid();
-    let target =
-        neuralrg::ising::Target::<B::InnerBackend>::new(params.config.relaxation(), &device);
+    let target = crate::ising::Target::<B::InnerBackend>::new(params.config.relaxation(), &device);
     let chain =
         sample::metropolis_parallel(&flow, &target, &mut rng, args.samples, args.mh_steps, 512);
-    let mut zs = Vec::with_capacity(chain.x.len());
+    let zs = analysis::latents(&flow, &chain.x);
     let mut layer_out = Vec::new();
-    for rows in chain.x.chunks(512 * n) {
-        let xt = Tensor::<B::InnerBackend, 2>::from_data(
-            TensorData::new(rows.to_vec(), [rows.len() / n, n]),
-            &device,
-        );
-        let xt = flow.orient(xt);
-        if let Some(layer) = args.layer {
+    if let Some(layer) = args.layer {
+        for rows in chain.x.chunks(512 * n) {
+            let xt = Tensor::<B::InnerBackend, 2>::from_data(
+                TensorData::new(rows.to_vec(), [rows.len() / n, n]),
+                &device,
+            );
             layer_out.extend(
                 flow.mera
-                    .infer_partial(xt.clone(), layer)
+                    .infer_partial(flow.orient(xt), layer)
                     .into_data()
                     .iter::<f64>(),
             );
         }
-        zs.extend(flow.mera.infer(xt).0.into_data().iter::<f64>());
     }
     let mi_z = analysis::mi_gaussian(&zs, n);
     let mi_x = analysis::mi_gaussian(&chain.x, n);

@@ -1,27 +1,29 @@
-//! Benchmark: seconds per training epoch, direct samples per second and peak memory of the
-//! paper configuration (symmetrized, batch 512) for each CPU backend and lattice size.
+//! Benchmark: seconds per training epoch, direct samples per second, peak memory and start-up
+//! time (the first step, which compiles the GPU kernels) of the paper configuration
+//! (symmetrized, batch 512) for each device and lattice size.
 //!
-//! Each measurement runs in a child process so that its peak memory (VmHWM) is its own.
+//! Each measurement runs in a child process so that its peak memory (VmHWM) and its start-up
+//! are its own.
 
 use std::process::Command;
 use std::time::Instant;
 
-use burn::backend::{Autodiff, Flex, NdArray};
+use crate::device::{BackendJob, DeviceKind, dispatch};
+use crate::lattice::T_C;
+use crate::train::{TrainConfig, Trainer};
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
-use neuralrg::lattice::T_C;
-use neuralrg::train::{TrainConfig, Trainer};
 
-/// Benchmark the paper configuration on the CPU backends.
+/// Benchmark the paper configuration on CPU and GPU devices.
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
     /// Lattice sizes to measure.
     #[arg(short = 'L', long, value_delimiter = ',', default_values_t = vec![4, 8, 16])]
     sizes: Vec<usize>,
-    /// Backends to measure (flex, ndarray).
-    #[arg(long, value_delimiter = ',', default_values_t = vec!["flex".to_string(), "ndarray".to_string()])]
-    backends: Vec<String>,
+    /// Devices to measure (flex, ndarray, cuda[:N], vulkan[:N], wgpu).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![DeviceKind::Flex, DeviceKind::Ndarray])]
+    devices: Vec<DeviceKind>,
     /// Timed training epochs per measurement (after 2 warm-up epochs).
     #[arg(long, default_value_t = 10)]
     epochs: usize,
@@ -33,6 +35,10 @@ struct Args {
     /// leapfrog steps), in configurations per second.
     #[arg(long)]
     sampling: bool,
+    /// Check each device against the CPU backend instead (training, sampling, log-density on
+    /// a tiny flow; relative tolerance 1e-3) and print a table; exit code 1 if one disagrees.
+    #[arg(long)]
+    check: bool,
     /// Internal: run one measurement and print it as JSON.
     #[arg(long, hide = true, num_args = 2)]
     child: Option<Vec<String>>,
@@ -43,6 +49,7 @@ struct Row {
     backend: String,
     l: usize,
     params: usize,
+    startup_s: f64,
     seconds_per_epoch: f64,
     samples_per_second: f64,
     peak_mb: f64,
@@ -60,14 +67,20 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn measure<B: AutodiffBackend>(name: &str, l: usize, epochs: usize, batch: usize) -> Row {
-    let device = B::Device::default();
+fn measure<B: AutodiffBackend>(
+    device: B::Device,
+    name: &str,
+    l: usize,
+    epochs: usize,
+    batch: usize,
+) -> Row {
     let mut config = TrainConfig::paper(l, 2, T_C).expect("valid paper configuration");
     config.batch = batch;
+    let t0 = Instant::now();
     let mut trainer = Trainer::<B>::new(config.clone(), &device).expect("valid");
-    for _ in 0..2 {
-        trainer.step().expect("finite loss");
-    }
+    trainer.step().expect("finite loss");
+    let startup_s = t0.elapsed().as_secs_f64();
+    trainer.step().expect("finite loss");
     let t0 = Instant::now();
     for _ in 0..epochs {
         trainer.step().expect("finite loss");
@@ -86,6 +99,7 @@ fn measure<B: AutodiffBackend>(name: &str, l: usize, epochs: usize, batch: usize
         backend: name.into(),
         l,
         params: config.mera().num_params(),
+        startup_s,
         seconds_per_epoch,
         samples_per_second,
         peak_mb: peak_rss_mb(),
@@ -101,11 +115,15 @@ struct SamplingRow {
     hmc_latent: f64,
 }
 
-fn measure_sampling<B: AutodiffBackend>(name: &str, l: usize, batch: usize) -> SamplingRow {
-    use neuralrg::hmc::{Chains, HmcConfig, Space};
-    use neuralrg::ising::Target;
-    use neuralrg::sample;
-    let device = B::Device::default();
+fn measure_sampling<B: AutodiffBackend>(
+    device: B::Device,
+    name: &str,
+    l: usize,
+    batch: usize,
+) -> SamplingRow {
+    use crate::hmc::{Chains, HmcConfig, Space};
+    use crate::ising::Target;
+    use crate::sample;
     let config = TrainConfig::paper(l, 2, T_C).expect("valid paper configuration");
     let trainer = Trainer::<B>::new(config.clone(), &device).expect("valid");
     let flow = trainer.flow_valid();
@@ -137,24 +155,50 @@ fn measure_sampling<B: AutodiffBackend>(name: &str, l: usize, batch: usize) -> S
     }
 }
 
-fn main() {
+/// One measurement in a child process, as a JSON line.
+struct Child {
+    name: String,
+    l: usize,
+    epochs: usize,
+    batch: usize,
+    sampling: bool,
+}
+
+impl BackendJob for Child {
+    type Output = String;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> String {
+        if self.sampling {
+            let row = measure_sampling::<B>(device, &self.name, self.l, self.batch);
+            serde_json::to_string(&row).unwrap()
+        } else {
+            let row = measure::<B>(device, &self.name, self.l, self.epochs, self.batch);
+            serde_json::to_string(&row).unwrap()
+        }
+    }
+}
+
+pub fn main() {
     let args = Args::parse();
     if let Some(child) = &args.child {
-        let l: usize = child[1].parse().expect("size");
-        if args.sampling {
-            let row = match child[0].as_str() {
-                "flex" => measure_sampling::<Autodiff<Flex>>("flex", l, args.batch),
-                _ => measure_sampling::<Autodiff<NdArray>>("ndarray", l, args.batch),
-            };
-            println!("{}", serde_json::to_string(&row).unwrap());
-            return;
-        }
-        let row = match child[0].as_str() {
-            "flex" => measure::<Autodiff<Flex>>("flex", l, args.epochs, args.batch),
-            _ => measure::<Autodiff<NdArray>>("ndarray", l, args.epochs, args.batch),
+        let job = Child {
+            name: child[0].clone(),
+            l: child[1].parse().expect("size"),
+            epochs: args.epochs,
+            batch: args.batch,
+            sampling: args.sampling,
         };
-        println!("{}", serde_json::to_string(&row).unwrap());
+        let device: DeviceKind = child[0].parse().expect("device");
+        match dispatch(false, device, job) {
+            Ok(json) => println!("{json}"),
+            Err(e) => {
+                eprintln!("error: {e}");
+                std::process::exit(2);
+            }
+        }
         return;
+    }
+    if args.check {
+        std::process::exit(check(&args.devices));
     }
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
     let exe = std::env::current_exe().expect("own path");
@@ -167,7 +211,8 @@ fn main() {
             "| backend | L | direct samples/s | MH samples/s | latent HMC samples/s (64 chains) |"
         );
         println!("|---|---|---|---|---|");
-        for backend in &args.backends {
+        for backend in &args.devices {
+            let backend = &backend.to_string();
             for &l in &args.sizes {
                 let out = Command::new(&exe)
                     .args([
@@ -203,10 +248,14 @@ fn main() {
         "paper configuration (nlayers 10, nmlp 3, nhidden 10, nrepeat 1, symmetrized), T = T_c, batch {}, threads: {threads}",
         args.batch
     );
-    println!("| backend | L | parameters | s/epoch | samples/s | peak memory (MB) |");
-    println!("|---|---|---|---|---|---|");
-    for backend in &args.backends {
+    println!(
+        "| device | L | parameters | first step (s) | s/epoch | samples/s | peak host memory (MB) | peak GPU memory (MiB, nvidia-smi) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    for backend in &args.devices {
+        let backend = &backend.to_string();
         for &l in &args.sizes {
+            let poller = GpuMemory::start();
             let out = Command::new(&exe)
                 .args([
                     "--child",
@@ -219,11 +268,18 @@ fn main() {
                 ])
                 .output()
                 .expect("run the measurement");
+            let gpu_mb = poller.map_or("-".to_string(), |p| format!("{:.0}", p.peak_mb()));
             let line = String::from_utf8_lossy(&out.stdout);
             match serde_json::from_str::<Row>(line.trim()) {
                 Ok(r) => println!(
-                    "| {} | {} | {} | {:.3} | {:.0} | {:.0} |",
-                    r.backend, r.l, r.params, r.seconds_per_epoch, r.samples_per_second, r.peak_mb
+                    "| {} | {} | {} | {:.1} | {:.3} | {:.0} | {:.0} | {gpu_mb} |",
+                    r.backend,
+                    r.l,
+                    r.params,
+                    r.startup_s,
+                    r.seconds_per_epoch,
+                    r.samples_per_second,
+                    r.peak_mb
                 ),
                 Err(_) => println!(
                     "| {backend} | {l} | failed: {} |",
@@ -234,5 +290,90 @@ fn main() {
                 ),
             }
         }
+    }
+}
+
+/// `bench --check`: each device against the CPU backend; the exit code.
+fn check(devices: &[DeviceKind]) -> i32 {
+    use crate::agreement::Agreement;
+    use crate::device::AgreementJob;
+    println!(
+        "largest relative difference from the CPU backend (tolerance {})",
+        Agreement::TOLERANCE
+    );
+    println!("| device | training | sampling | log-density | verdict |");
+    println!("|---|---|---|---|---|");
+    let mut code = 0;
+    for &device in devices {
+        match dispatch(false, device, AgreementJob) {
+            Ok(a) => {
+                println!(
+                    "| {device} | {:.1e} | {:.1e} | {:.1e} | {} |",
+                    a.training,
+                    a.sampling,
+                    a.log_density,
+                    if a.holds() { "agrees" } else { "DISAGREES" }
+                );
+                if !a.holds() {
+                    code = 1;
+                }
+            }
+            Err(e) => {
+                println!("| {device} | - | - | - | unavailable: {} |", e.reason);
+                code = 1;
+            }
+        }
+    }
+    code
+}
+
+/// Peak GPU memory while a measurement runs, polled from `nvidia-smi` every 100 ms (NVIDIA
+/// only): the largest `memory.used` above the value before the child started.
+struct GpuMemory {
+    child: std::process::Child,
+    baseline: f64,
+}
+
+impl GpuMemory {
+    fn used() -> Option<f64> {
+        let out = Command::new("nvidia-smi")
+            .args(["--query-gpu=memory.used", "--format=csv,noheader,nounits"])
+            .output()
+            .ok()?;
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .next()?
+            .trim()
+            .parse()
+            .ok()
+    }
+
+    fn start() -> Option<Self> {
+        let baseline = Self::used()?;
+        let child = Command::new("nvidia-smi")
+            .args([
+                "--query-gpu=memory.used",
+                "--format=csv,noheader,nounits",
+                "-lms",
+                "100",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .ok()?;
+        Some(Self { child, baseline })
+    }
+
+    fn peak_mb(mut self) -> f64 {
+        let _ = self.child.kill();
+        let out = self
+            .child
+            .wait_with_output()
+            .map(|o| o.stdout)
+            .unwrap_or_default();
+        String::from_utf8_lossy(&out)
+            .lines()
+            .filter_map(|l| l.trim().parse::<f64>().ok())
+            .fold(self.baseline, f64::max)
+            - self.baseline
     }
 }

@@ -1,5 +1,14 @@
-//! Glue shared by the binaries (native only): argument parsing with the original's
-//! single-dash long options and one-line errors, and exit codes.
+//! The command-line programs (native only). Each binary in `src/bin` only calls its command's
+//! `main` here, so the generic code is compiled once, in the library, for every backend. This
+//! module also holds their glue: argument parsing with the original's single-dash long options
+//! and one-line errors, and exit codes.
+
+pub mod analyze;
+pub mod bench;
+pub mod plot;
+pub mod sample;
+pub mod sweep;
+pub mod train;
 
 use std::process::ExitCode;
 

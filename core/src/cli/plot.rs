@@ -7,11 +7,11 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
 
+use crate::cli;
+use crate::observables::exact_values;
+use crate::plot::{self, Monitor};
+use crate::run::{self, RunError};
 use clap::{Parser, ValueEnum};
-use neuralrg::cli;
-use neuralrg::observables::exact_values;
-use neuralrg::plot::{self, Monitor};
-use neuralrg::run::{self, RunError};
 
 /// The observables of records/measurements.csv.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -55,7 +55,7 @@ struct Cli {
     out: Option<PathBuf>,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     cli::main(run_cli)
 }
 

@@ -5,17 +5,17 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use crate::cli;
+use crate::device::{BackendJob, DeviceKind, dispatch};
+use crate::hmc::{Chains, HmcConfig, Space};
+use crate::ising::Target;
+use crate::observables::{self, Estimate, Observables, spins_from_fields};
+use crate::plot::{self, SpinFigure};
+use crate::run::{self, Parameters, RunError, write_atomic};
+use crate::sample::{self, npy_bytes};
+use crate::stats::tau_int;
 use burn::tensor::backend::AutodiffBackend;
 use clap::{Parser, ValueEnum};
-use neuralrg::cli;
-use neuralrg::device::{BackendJob, DeviceKind, dispatch};
-use neuralrg::hmc::{Chains, HmcConfig, Space};
-use neuralrg::ising::Target;
-use neuralrg::observables::{self, Estimate, Observables, spins_from_fields};
-use neuralrg::plot::{self, SpinFigure};
-use neuralrg::run::{self, Parameters, RunError, write_atomic};
-use neuralrg::sample::{self, npy_bytes};
-use neuralrg::stats::tau_int;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 
@@ -66,12 +66,13 @@ struct Cli {
     /// Output folder (default: the run folder's samples/ and pic/).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Compute device: cpu (flex), flex or ndarray.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    /// Compute device: cpu (the fastest CPU backend, flex), flex, ndarray, cuda[:N],
+    /// vulkan[:N] or wgpu.
+    #[arg(long, default_value_t = DeviceKind::Cpu)]
     device: DeviceKind,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     cli::main(run_cli)
 }
 
@@ -88,7 +89,7 @@ fn run_cli(args: Cli) -> Result<(), RunError> {
         }
     }
     let params = run::read_parameters(&args.folder)?;
-    dispatch(params.options.double, args.device, Job { args, params })
+    dispatch(params.options.double, args.device, Job { args, params })?
 }
 
 struct Job {
@@ -106,9 +107,8 @@ struct Drawn {
 
 impl BackendJob for Job {
     type Output = Result<(), RunError>;
-    fn run<B: AutodiffBackend>(self) -> Self::Output {
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let Job { args, params } = self;
-        let device = B::Device::default();
         let lattice = params.config.lattice;
         let n_sites = lattice.sites();
         let trainer = run::load_trainer::<B>(&args.folder, &params.config, &device)?;

@@ -28,15 +28,15 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use crate::cli;
+use crate::device::{BackendJob, DeviceKind, dispatch};
+use crate::lattice::Lattice;
+use crate::plot::{self, SweepFigure};
+use crate::run::{self, Parameters, RunError, RunOptions, Summary, write_atomic};
+use crate::train::TrainConfig;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use neuralrg::cli;
-use neuralrg::device::{BackendJob, DeviceKind, dispatch};
-use neuralrg::lattice::Lattice;
-use neuralrg::plot::{self, SweepFigure};
-use neuralrg::run::{self, Parameters, RunError, RunOptions, Summary, write_atomic};
-use neuralrg::train::TrainConfig;
 use serde::Deserialize;
 
 /// Train NeuralRG over a grid of temperatures and MERA depths given in a TOML settings file
@@ -48,8 +48,9 @@ use serde::Deserialize;
 struct Cli {
     /// The settings file (TOML).
     settings: PathBuf,
-    /// Compute device: cpu (flex), flex or ndarray.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    /// Compute device: cpu (the fastest CPU backend, flex), flex, ndarray, cuda[:N],
+    /// vulkan[:N] or wgpu.
+    #[arg(long, default_value_t = DeviceKind::Cpu)]
     device: DeviceKind,
 }
 
@@ -99,7 +100,7 @@ fn yes() -> bool {
     true
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     cli::main(run_cli)
 }
 
@@ -180,7 +181,7 @@ fn run_cli(args: Cli) -> Result<(), RunError> {
     for r in &mut runs {
         r.options.device = args.device;
     }
-    dispatch(false, args.device, Sweep { settings, runs })
+    dispatch(false, args.device, Sweep { settings, runs })?
 }
 
 struct Sweep {
@@ -194,8 +195,7 @@ fn read_summary(folder: &Path) -> Option<Summary> {
 
 impl BackendJob for Sweep {
     type Output = Result<(), RunError>;
-    fn run<B: AutodiffBackend>(self) -> Self::Output {
-        let device = B::Device::default();
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
         let mut results = Vec::new();
         let total = self.runs.len();
         for (i, params) in self.runs.into_iter().enumerate() {

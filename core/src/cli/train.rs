@@ -6,14 +6,14 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use crate::cli;
+use crate::device::{BackendJob, DeviceKind, dispatch};
+use crate::lattice::{Lattice, T_C};
+use crate::run::{self, Parameters, RunError, RunOptions};
+use crate::train::TrainConfig;
 use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
-use neuralrg::cli;
-use neuralrg::device::{BackendJob, DeviceKind, dispatch};
-use neuralrg::lattice::{Lattice, T_C};
-use neuralrg::run::{self, Parameters, RunError, RunOptions};
-use neuralrg::train::TrainConfig;
 
 const DEFAULT_EPOCHS: usize = 150;
 
@@ -107,12 +107,13 @@ struct Cli {
     /// Seed of the weights, masks and samples.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Compute device: cpu (the fastest CPU backend, flex), flex or ndarray.
-    #[arg(long, value_enum, default_value_t = DeviceKind::Cpu)]
+    /// Compute device: cpu (the fastest CPU backend, flex), flex, ndarray, cuda[:N],
+    /// vulkan[:N] or wgpu.
+    #[arg(long, default_value_t = DeviceKind::Cpu)]
     device: DeviceKind,
 }
 
-fn main() -> ExitCode {
+pub fn main() -> ExitCode {
     cli::main(run_cli)
 }
 
@@ -203,7 +204,7 @@ fn run_cli(cli: Cli) -> Result<(), RunError> {
             params,
             resume: cli.load,
         },
-    )
+    )?
 }
 
 struct Go {
@@ -213,13 +214,16 @@ struct Go {
 
 impl BackendJob for Go {
     type Output = Result<(), RunError>;
-    fn run<B: AutodiffBackend>(self) -> Self::Output {
-        go::<B>(self.params, self.resume)
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        go::<B>(self.params, self.resume, device)
     }
 }
 
-fn go<B: AutodiffBackend>(mut params: Parameters, resume: bool) -> Result<(), RunError> {
-    let device = B::Device::default();
+fn go<B: AutodiffBackend>(
+    mut params: Parameters,
+    resume: bool,
+    device: B::Device,
+) -> Result<(), RunError> {
     params.backend = B::name(&device);
     let trainer = run::open::<B>(&params, resume, &device)?;
     let rel = params.config.relaxation();
@@ -236,6 +240,11 @@ fn go<B: AutodiffBackend>(mut params: Parameters, resume: bool) -> Result<(), Ru
     );
     let bar = ProgressBar::new(params.options.epochs as u64);
     bar.set_position(trainer.epoch as u64);
+    if params.options.device.is_gpu() {
+        // The first step compiles every fused kernel (minutes with an empty cache).
+        bar.set_message("compiling GPU kernels (first step; cached for the next run)");
+        bar.enable_steady_tick(std::time::Duration::from_millis(500));
+    }
     bar.set_style(
         ProgressStyle::with_template(
             "{bar:30} {pos}/{len} epochs  {msg}  [{elapsed_precise} < {eta_precise}]",
