@@ -1,0 +1,150 @@
+//! One training session in the page: a [`Trainer`] on the chosen backend and the measurements
+//! the panels show. Everything here calls the `neuralrg` library; nothing is re-implemented.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use burn::tensor::backend::AutodiffBackend;
+use neuralrg::analysis::{self, ReceptiveField};
+use neuralrg::ising::Target;
+use neuralrg::observables;
+use neuralrg::sample;
+use neuralrg::train::{Diverged, EpochStats, TrainConfig, Trainer};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, StandardNormal};
+
+/// A boxed future that may borrow the session (the browser is single-threaded: no `Send`).
+pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
+
+/// Configurations shown in the sample grid.
+pub const SHOWN_SAMPLES: usize = 16;
+
+/// What one measurement of the current flow shows.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Measurement {
+    /// Epochs trained when it was taken.
+    pub epoch: usize,
+    /// [`SHOWN_SAMPLES`] spin configurations drawn from the flow (signs of fields sampled from
+    /// the flow, then spins drawn given the fields), row-major.
+    pub spins: Vec<f64>,
+    /// Acceptance rate of independent Metropolis-Hastings with the flow as proposal.
+    pub acceptance: f64,
+    /// Kish effective sample size of the importance weights, as a fraction of the samples.
+    pub ess: f64,
+    /// Energy per site from the Metropolis-Hastings chain: mean, standard error.
+    pub energy: (f64, f64),
+    /// `<m^2>` per site from the chain: mean, standard error.
+    pub m2: (f64, f64),
+}
+
+/// A training session on some backend (the trait object hides which).
+pub trait Lab {
+    /// The configuration being trained.
+    fn config(&self) -> &TrainConfig;
+    /// Epochs done.
+    fn epoch(&self) -> usize;
+    /// One Adam step.
+    fn step(&mut self) -> LocalFuture<'_, Result<EpochStats, Diverged>>;
+    /// Draws `samples` configurations: sample grid, acceptance, ESS, energy and `m^2`.
+    fn measure(&mut self, samples: usize) -> LocalFuture<'_, Measurement>;
+    /// The receptive field `dx/dz_site`, averaged over a few latent samples.
+    fn receptive_field(&mut self, site: usize) -> LocalFuture<'_, ReceptiveField>;
+    /// Gaussian mutual-information matrices `(latent z, physical x)` from the final states of
+    /// `chains` independent Metropolis-Hastings chains.
+    fn mutual_information(&mut self, chains: usize) -> LocalFuture<'_, (Vec<f64>, Vec<f64>)>;
+}
+
+struct Session<B: AutodiffBackend> {
+    trainer: Trainer<B>,
+    target: Target<B::InnerBackend>,
+    /// Randomness of the measurements (training draws its own stream per epoch).
+    rng: StdRng,
+}
+
+/// A new session for `config` on backend `B`.
+pub fn new_lab<B: AutodiffBackend>(
+    config: TrainConfig,
+    device: &B::Device,
+) -> Result<Box<dyn Lab>, String> {
+    let trainer = Trainer::<B>::new(config.clone(), device).map_err(|e| e.to_string())?;
+    let target = Target::new(config.relaxation(), device);
+    let rng = StdRng::seed_from_u64(config.seed ^ 0x00AB_5EED);
+    Ok(Box::new(Session {
+        trainer,
+        target,
+        rng,
+    }))
+}
+
+impl<B: AutodiffBackend> Lab for Session<B> {
+    fn config(&self) -> &TrainConfig {
+        &self.trainer.config
+    }
+
+    fn epoch(&self) -> usize {
+        self.trainer.epoch
+    }
+
+    fn step(&mut self) -> LocalFuture<'_, Result<EpochStats, Diverged>> {
+        Box::pin(self.trainer.step_async())
+    }
+
+    fn measure(&mut self, samples: usize) -> LocalFuture<'_, Measurement> {
+        Box::pin(async move {
+            let config = &self.trainer.config;
+            let (lattice, n) = (config.lattice, config.lattice.sites());
+            let flow = self.trainer.flow_valid();
+            let rng = &mut self.rng;
+            let batch = config.batch.min(samples);
+            let d = sample::direct_async(&flow, &self.target, rng, samples, batch).await;
+            let ess = sample::ess_fraction(&d.log_w);
+            let shown = SHOWN_SAMPLES.min(samples) * n;
+            let spins = observables::spins_from_fields(&d.x[..shown], rng);
+            let chain = sample::metropolis_chain(d, n, rng);
+            let obs = observables::measure(lattice, config.t, &chain.x, rng);
+            Measurement {
+                epoch: self.trainer.epoch,
+                spins,
+                acceptance: chain.acceptance,
+                ess,
+                energy: (obs.energy_per_site.mean, obs.energy_per_site.stderr),
+                m2: (obs.m2.mean, obs.m2.stderr),
+            }
+        })
+    }
+
+    fn receptive_field(&mut self, site: usize) -> LocalFuture<'_, ReceptiveField> {
+        Box::pin(async move {
+            let config = &self.trainer.config;
+            let n = config.lattice.sites();
+            let z: Vec<f64> = (0..8 * n)
+                .map(|_| StandardNormal.sample(&mut self.rng))
+                .collect();
+            analysis::receptive_fields_async(self.trainer.flow(), config.lattice, &z, &[site])
+                .await
+                .remove(0)
+        })
+    }
+
+    fn mutual_information(&mut self, chains: usize) -> LocalFuture<'_, (Vec<f64>, Vec<f64>)> {
+        Box::pin(async move {
+            let n = self.trainer.config.lattice.sites();
+            let flow = self.trainer.flow_valid();
+            let mh = sample::metropolis_parallel_async(
+                &flow,
+                &self.target,
+                &mut self.rng,
+                chains,
+                4,
+                512,
+            )
+            .await;
+            let z = analysis::latents_async(&flow, &mh.x).await;
+            (
+                analysis::mi_gaussian(&z, n),
+                analysis::mi_gaussian(&mh.x, n),
+            )
+        })
+    }
+}

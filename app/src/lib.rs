@@ -1,0 +1,554 @@
+//! # NeuralRG in the browser
+//!
+//! A Leptos (client-side rendered) page that trains the `neuralrg` flow on WebGPU (Burn's wgpu
+//! backend; Burn's Flex CPU backend when the browser has no adapter), samples from it and shows
+//! what it learned: loss against the exact bound, sampled configurations, Metropolis-Hastings
+//! acceptance and effective sample size, energy and `<m^2>` against exact values, receptive
+//! fields and mutual information. The whole setup lives in the URL query, so a configuration is
+//! a link.
+//!
+//! One worker task owns the training session; the controls only send it requests, and it yields
+//! to the browser every few tens of milliseconds, so the page stays responsive.
+
+pub mod backend;
+pub mod lab;
+pub mod panels;
+
+use leptos::prelude::*;
+use neuralrg::lattice::{Lattice, T_C};
+use neuralrg::observables::exact_values;
+use neuralrg::train::TrainConfig;
+use wasm_bindgen::prelude::*;
+
+use crate::backend::Backend;
+use crate::lab::Lab;
+use crate::panels::{Canvases, History};
+
+/// Measure (samples, MH, observables) every this many epochs while training.
+pub const MEASURE_EVERY: usize = 20;
+/// Refresh the receptive field and the mutual information every this many epochs.
+pub const ANALYZE_EVERY: usize = 100;
+/// Samples per measurement.
+const MEASURE_SAMPLES: usize = 512;
+/// MH chains for the mutual information.
+const MI_CHAINS: usize = 512;
+/// Train for at most this long before yielding to the browser (milliseconds).
+const SLICE_MS: f64 = 40.0;
+
+/// Shows panics in the page (the `#fatal` box of index.html) as well as in the console, so a
+/// failure is never a silently dead page.
+pub fn install_panic_hook() {
+    std::panic::set_hook(Box::new(|info| {
+        console_error_panic_hook::hook(info);
+        show_fatal(&info.to_string());
+    }));
+}
+
+fn show_fatal(message: &str) {
+    if let Some(el) = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.get_element_by_id("fatal"))
+    {
+        el.set_text_content(Some(&format!(
+            "The app stopped: {message}. Reload the page to start again."
+        )));
+        let _ = el.remove_attribute("hidden");
+    }
+}
+
+/// Mounts the app on the page's body.
+pub fn start() {
+    install_panic_hook();
+    leptos::mount::mount_to_body(App);
+}
+
+/// What the controls ask the worker for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Request {
+    /// One training step (while paused).
+    Step,
+    /// Drop the session: the next start trains the current configuration from scratch.
+    Reset,
+    /// The receptive field of a latent site.
+    Field(usize),
+    /// The mutual-information matrices.
+    MutualInformation,
+}
+
+/// The numbers of the statistics line (also read by the end-to-end test).
+#[derive(Debug, Clone, Default, PartialEq)]
+struct Stats {
+    epoch: usize,
+    f: f64,
+    f_first: f64,
+    relative_error: f64,
+    /// Median wall time of the last 9 steps.
+    ms_per_step: f64,
+}
+
+/// The page's state: signals (cheap to copy into closures) and the canvases.
+#[derive(Clone, Copy)]
+struct Ui {
+    config: RwSignal<TrainConfig>,
+    prefer_cpu: RwSignal<bool>,
+    backend: RwSignal<Option<String>>,
+    backend_short: RwSignal<&'static str>,
+    running: RwSignal<bool>,
+    requests: RwSignal<Vec<Request>>,
+    error: RwSignal<Option<String>>,
+    stats: RwSignal<Stats>,
+    selected: RwSignal<Option<usize>>,
+    canvases: Canvases,
+}
+
+impl Ui {
+    fn request(&self, r: Request) {
+        self.requests.update(|q| q.push(r));
+    }
+
+    /// Sets `key=value` through the configuration's URL form (so parsing and validation are the
+    /// library's); a new lattice gets the full MERA depth. A valid change resets the session and
+    /// updates the address; an invalid one is shown and not applied.
+    fn edit(&self, key: &str, value: &str) {
+        let mut query = self.config.get_untracked().to_query();
+        if key == "L" || key == "d" {
+            query = query
+                .split('&')
+                .filter(|kv| !kv.starts_with("depthMERA="))
+                .collect::<Vec<_>>()
+                .join("&");
+        }
+        match TrainConfig::from_query(&format!("{query}&{key}={value}")) {
+            Ok(c) => {
+                self.error.set(None);
+                self.running.set(false);
+                self.config.set(c);
+                self.request(Request::Reset);
+                self.write_url();
+            }
+            Err(e) => {
+                self.error.set(Some(e.to_string()));
+                // Put the controls back to the configuration in force.
+                self.config.update(|_| {});
+            }
+        }
+    }
+
+    /// The setup as the page's address (`history.replaceState`: no reload, no history spam).
+    fn write_url(&self) {
+        let mut query = self.config.get_untracked().to_query();
+        if self.prefer_cpu.get_untracked() {
+            query.push_str("&cpu=true");
+        }
+        if let Some(w) = web_sys::window()
+            && let Ok(h) = w.history()
+        {
+            let _ = h.replace_state_with_url(&JsValue::NULL, "", Some(&format!("?{query}")));
+        }
+    }
+}
+
+/// The page's query string (without `?`).
+fn url_query() -> String {
+    web_sys::window()
+        .and_then(|w| w.location().search().ok())
+        .unwrap_or_default()
+        .trim_start_matches('?')
+        .to_string()
+}
+
+fn now_ms() -> f64 {
+    web_sys::window()
+        .and_then(|w| w.performance())
+        .map_or(0.0, |p| p.now())
+}
+
+/// Waits `ms` milliseconds, letting the browser render and handle input meanwhile.
+async fn sleep(ms: i32) {
+    let promise = js_sys::Promise::new(&mut |resolve, _| {
+        if let Some(w) = web_sys::window() {
+            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+        }
+    });
+    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
+}
+
+/// The worker: owns the session, serves the requests, trains while running.
+async fn worker(ui: Ui) {
+    let backend = Backend::detect(ui.prefer_cpu.get_untracked()).await;
+    ui.backend.set(Some(backend.label()));
+    ui.backend_short.set(backend.short());
+    let mut lab: Option<Box<dyn Lab>> = None;
+    let mut history = History::default();
+    let mut step_ms: Vec<f64> = Vec::new();
+    loop {
+        let mut single = false;
+        let mut field = None;
+        let mut mi = false;
+        for r in ui.requests.try_update(std::mem::take).unwrap_or_default() {
+            match r {
+                Request::Step => single = true,
+                Request::Reset => {
+                    lab = None;
+                    history = History::default();
+                    step_ms.clear();
+                    ui.stats.set(Stats::default());
+                    report(panels::clear(ui.canvases), ui);
+                }
+                Request::Field(site) => field = Some(site),
+                Request::MutualInformation => mi = true,
+            }
+        }
+        let training = ui.running.get_untracked() || single;
+        if !training && field.is_none() && !mi {
+            sleep(30).await;
+            continue;
+        }
+        if lab.is_none() {
+            match backend.lab(ui.config.get_untracked()) {
+                Ok(l) => lab = Some(l),
+                Err(e) => {
+                    ui.error.set(Some(e));
+                    ui.running.set(false);
+                    continue;
+                }
+            }
+        }
+        let session = lab.as_mut().expect("session created above");
+        let config = session.config().clone();
+        let lattice = config.lattice;
+        if training {
+            let slice = now_ms();
+            loop {
+                let t0 = now_ms();
+                match session.step().await {
+                    Ok(s) => {
+                        step_ms.push(now_ms() - t0);
+                        history
+                            .train
+                            .push((s.epoch as f64, s.f, s.f_stderr, s.relative_error));
+                        let mut recent = step_ms[step_ms.len().saturating_sub(9)..].to_vec();
+                        recent.sort_by(f64::total_cmp);
+                        ui.stats.set(Stats {
+                            epoch: s.epoch,
+                            f: s.f,
+                            f_first: history.train[0].1,
+                            relative_error: s.relative_error,
+                            // The median of the last steps: GPU backends compile kernels
+                            // during the first steps.
+                            ms_per_step: recent[recent.len() / 2],
+                        });
+                    }
+                    Err(d) => {
+                        ui.error.set(Some(d.to_string()));
+                        ui.running.set(false);
+                        break;
+                    }
+                }
+                let epoch = session.epoch();
+                if single || epoch.is_multiple_of(MEASURE_EVERY) {
+                    history
+                        .measurements
+                        .push(session.measure(MEASURE_SAMPLES).await);
+                    let exact = exact_values(lattice, config.t);
+                    report(
+                        panels::measurements(
+                            ui.canvases,
+                            &history,
+                            lattice,
+                            exact.energy_per_site,
+                            exact.m2,
+                        ),
+                        ui,
+                    );
+                }
+                if epoch.is_multiple_of(ANALYZE_EVERY) {
+                    field = Some(
+                        ui.selected
+                            .get_untracked()
+                            .unwrap_or_else(|| default_site(lattice)),
+                    );
+                    mi = true;
+                }
+                if single || !ui.running.get_untracked() || now_ms() - slice > SLICE_MS {
+                    break;
+                }
+            }
+            report(
+                panels::loss(ui.canvases, &history, config.relaxation().loss_bound()),
+                ui,
+            );
+        }
+        if let Some(site) = field {
+            let f = session.receptive_field(site).await;
+            report(panels::field(ui.canvases, lattice, &f), ui);
+        }
+        if mi {
+            let (z, x) = session.mutual_information(MI_CHAINS).await;
+            report(
+                panels::mutual_information(ui.canvases, lattice.sites(), z, x),
+                ui,
+            );
+        }
+        // Let the browser render and handle input.
+        sleep(0).await;
+    }
+}
+
+/// Shows a drawing failure in the page's error area.
+fn report(result: Result<(), String>, ui: Ui) {
+    if let Err(e) = result {
+        ui.error.set(Some(format!("drawing failed: {e}")));
+    }
+}
+
+/// The site whose receptive field is shown until one is clicked: site (0, 0), at the top of
+/// the hierarchy.
+fn default_site(_lattice: Lattice) -> usize {
+    0
+}
+
+/// The whole page.
+#[component]
+pub fn App() -> impl IntoView {
+    let query = url_query();
+    let (config, url_error) = match TrainConfig::from_query(&query) {
+        Ok(c) => (c, None),
+        Err(e) => (
+            TrainConfig::from_query("").expect("the defaults are valid"),
+            Some(format!(
+                "the address holds a bad setting ({e}); using the defaults"
+            )),
+        ),
+    };
+    let ui = Ui {
+        config: RwSignal::new(config),
+        prefer_cpu: RwSignal::new(query.split('&').any(|kv| kv == "cpu=true")),
+        backend: RwSignal::new(None),
+        backend_short: RwSignal::new(""),
+        running: RwSignal::new(false),
+        requests: RwSignal::new(Vec::new()),
+        error: RwSignal::new(url_error),
+        stats: RwSignal::new(Stats::default()),
+        selected: RwSignal::new(None),
+        canvases: Canvases::new(),
+    };
+    ui.write_url();
+    leptos::task::spawn_local(worker(ui));
+    let c = ui.canvases;
+    view! {
+        <header>
+            <h1>"Neural Network Renormalization Group"</h1>
+            <p class="lead">
+                "A normalizing flow built like a MERA: RealNVP blocks that disentangle and "
+                "decimate 2x2 plaquettes, level by level. It learns to turn independent "
+                "Gaussian noise z into configurations x of the (relaxed) Ising model by "
+                "minimizing the variational free energy. After Li and Wang, PRL 121, 260601 (2018)."
+            </p>
+            <p id="backend">{move || ui.backend.get().unwrap_or_else(|| "looking for WebGPU...".into())}</p>
+        </header>
+        <div id="error" class="error" hidden=move || ui.error.get().is_none()>
+            {move || ui.error.get().unwrap_or_default()}
+        </div>
+        <Controls ui/>
+        <StatsLine ui/>
+        <main class="panels">
+            <Panel title="Free energy" canvas=c.loss height=420
+                text="F = <log q(x) - log p(x)> over a batch of samples is an upper bound of the exact free energy -ln Z (red). The gap, relative to ln Z (bottom, log scale), shows how well the flow has learned the Boltzmann distribution."/>
+            <Panel title="Samples" canvas=c.samples height=420
+                text="Configurations drawn directly from the flow (black +1, white -1): fields x from the network, spins given the fields. Near T_c they show clusters of every size."/>
+            <Panel title="Exact sampling" canvas=c.rates height=300
+                text="The flow's samples come with their exact probability, so Metropolis-Hastings with the flow as proposal corrects them into exact samples. The acceptance rate and the effective sample size of the importance weights rise as the flow improves."/>
+            <Panel title="Observables" canvas=c.observables height=300
+                text="Energy and squared magnetization per site from the corrected (MH) samples with their error bars, against the exact values (red; exact <m^2> is known for up to 20 sites)."/>
+            <FieldPanel ui/>
+            <Panel title="Mutual information" canvas=c.mi height=300
+                text="Pairwise mutual information between sites (Gaussian estimate). The physical variables x are strongly correlated; the learned latent variables z are nearly independent: the network has found a representation in which the physics is simple."/>
+        </main>
+        <footer>
+            <p>
+                "The setup is kept in the address: copy it to share this configuration. "
+                "Add cpu=true to train on the CPU even where WebGPU is available."
+            </p>
+        </footer>
+    }
+}
+
+/// A titled canvas with a short explanation for students.
+#[component]
+fn Panel(
+    title: &'static str,
+    text: &'static str,
+    canvas: NodeRef<leptos::html::Canvas>,
+    height: u32,
+) -> impl IntoView {
+    view! {
+        <section class="panel">
+            <h2>{title}</h2>
+            <canvas node_ref=canvas width="560" height=height.to_string()></canvas>
+            <p class="explain">{text}</p>
+        </section>
+    }
+}
+
+/// The receptive-field panel: a clickable lattice (coloured by RG level) and the field of the
+/// chosen latent site.
+#[component]
+fn FieldPanel(ui: Ui) -> impl IntoView {
+    let sites = move || {
+        let lattice = ui.config.with(|c| c.lattice);
+        let (rows, cols) = if lattice.dim() == 2 {
+            (lattice.side(), lattice.side())
+        } else {
+            (1, lattice.side())
+        };
+        let cells = (0..rows * cols)
+            .map(|i| {
+                let level = lattice.rg_level(i);
+                let (r, c) = lattice.coords(i);
+                view! {
+                    <button
+                        class=move || format!("site level{level}{}", if ui.selected.get() == Some(i) { " chosen" } else { "" })
+                        title=format!("latent site ({r},{c}), RG level {level}")
+                        on:click=move |_| {
+                            ui.selected.set(Some(i));
+                            ui.request(Request::Field(i));
+                        }
+                    ></button>
+                }
+            })
+            .collect_view();
+        view! {
+            <div class="sites" style=format!("grid-template-columns: repeat({cols}, 1fr)")>{cells}</div>
+        }
+    };
+    view! {
+        <section class="panel">
+            <h2>"Receptive fields"</h2>
+            <div class="field">
+                <div class="picker">
+                    {sites}
+                    <p class="legend">"Click a latent site. Colour: RG level (light = fine scale, dark = top of the hierarchy)."</p>
+                </div>
+                <canvas node_ref=ui.canvases.field width="300" height="300"></canvas>
+            </div>
+            <p class="explain">
+                "How the physical field x responds to one latent variable z_k: dx/dz_k, averaged over latent samples. "
+                "Latent variables at the bottom of the hierarchy act locally; those at higher RG levels move whole blocks, "
+                "like the wavelets of a renormalization group transformation."
+            </p>
+        </section>
+    }
+}
+
+/// The numbers of the run; `data-*` attributes carry them for the end-to-end test.
+#[component]
+fn StatsLine(ui: Ui) -> impl IntoView {
+    let bound = move || ui.config.with(|c| c.relaxation().loss_bound());
+    view! {
+        <p id="stats"
+            data-epoch=move || ui.stats.get().epoch.to_string()
+            data-f=move || ui.stats.get().f.to_string()
+            data-f-first=move || ui.stats.get().f_first.to_string()
+            data-ms-per-step=move || format!("{:.2}", ui.stats.get().ms_per_step)
+            data-backend=move || ui.backend_short.get()
+            data-running=move || ui.running.get().to_string()>
+            {move || {
+                let s = ui.stats.get();
+                if s.epoch == 0 {
+                    format!("not trained yet · exact bound -ln Z = {:.4}", bound())
+                } else {
+                    format!(
+                        "epoch {} · F = {:.4} · bound {:.4} · relative error {:.3}% · {:.1} ms/step",
+                        s.epoch,
+                        s.f,
+                        bound(),
+                        100.0 * s.relative_error,
+                        s.ms_per_step
+                    )
+                }
+            }}
+        </p>
+    }
+}
+
+/// The setup and the run buttons.
+#[component]
+fn Controls(ui: Ui) -> impl IntoView {
+    let get = move |f: fn(&TrainConfig) -> String| move || ui.config.with(f);
+    let number = move |key: &'static str,
+                       label: &'static str,
+                       title: &'static str,
+                       read: fn(&TrainConfig) -> String| {
+        view! {
+            <label title=title>
+                {label}
+                <input type="number" name=key min="0" step="any" prop:value=get(read)
+                    on:change=move |ev| ui.edit(key, &event_target_value(&ev))/>
+            </label>
+        }
+    };
+    let depths = move || {
+        let max = ui.config.with(|c| c.lattice.depth());
+        (1..=max)
+            .map(|d| view! { <option value=d.to_string()>{d}</option> })
+            .collect_view()
+    };
+    view! {
+        <section class="controls">
+            <label title="Lattice side L (a power of two)">"L"
+                <select name="L" prop:value=get(|c| c.lattice.side().to_string())
+                    on:change=move |ev| ui.edit("L", &event_target_value(&ev))>
+                    <option value="4">"4"</option>
+                    <option value="8">"8"</option>
+                    <option value="16">"16"</option>
+                </select>
+            </label>
+            <label title="Dimension">"d"
+                <select name="d" prop:value=get(|c| c.lattice.dim().to_string())
+                    on:change=move |ev| ui.edit("d", &event_target_value(&ev))>
+                    <option value="1">"1"</option>
+                    <option value="2">"2"</option>
+                </select>
+            </label>
+            <label class="temperature" title="Temperature (the tick marks T_c of the 2D model)">
+                {move || format!("T = {:.3}", ui.config.with(|c| c.t))}
+                <input type="range" name="T" min="0.5" max="5" step="0.001" list="tc"
+                    prop:value=get(|c| c.t.to_string())
+                    on:change=move |ev| ui.edit("T", &event_target_value(&ev))/>
+                <datalist id="tc"><option value=T_C.to_string() label="T_c"></option></datalist>
+                <button class="small" title="Set T to the critical temperature of the 2D Ising model"
+                    on:click=move |_| ui.edit("T", &T_C.to_string())>"T_c"</button>
+            </label>
+            <label title="MERA levels built (1 to log2 L)">"depth"
+                <select name="depthMERA" prop:value=get(|c| c.depth.to_string())
+                    on:change=move |ev| ui.edit("depthMERA", &event_target_value(&ev))>
+                    {depths}
+                </select>
+            </label>
+            {number("nrepeat", "nrepeat", "Disentangler-decimator pairs per level", |c| c.nrepeat.to_string())}
+            {number("nlayers", "nlayers", "Coupling layers per RealNVP block", |c| c.nlayers.to_string())}
+            {number("nmlp", "nmlp", "Hidden layers per MLP", |c| c.nmlp.to_string())}
+            {number("nhidden", "nhidden", "Hidden width of the MLPs", |c| c.nhidden.to_string())}
+            {number("batch", "batch", "Samples per training step", |c| c.batch.to_string())}
+            {number("lr", "lr", "Adam learning rate", |c| c.lr.to_string())}
+            {number("seed", "seed", "Seed of weights and samples", |c| c.seed.to_string())}
+            <label title="Z2-symmetrized flow: q(x) = (q(x) + q(-x)) / 2">
+                <input type="checkbox" name="symmetry" prop:checked=move || ui.config.with(|c| c.symmetry)
+                    on:change=move |ev| {
+                        let on = event_target::<web_sys::HtmlInputElement>(&ev).checked();
+                        ui.edit("symmetry", if on { "true" } else { "false" });
+                    }/>
+                "symmetry"
+            </label>
+            <div class="buttons">
+                <button id="start" on:click=move |_| { ui.error.set(None); ui.running.update(|r| *r = !*r) }>
+                    {move || if ui.running.get() { "Pause" } else { "Start" }}
+                </button>
+                <button id="step" disabled=move || ui.running.get() on:click=move |_| ui.request(Request::Step)>"Step"</button>
+                <button id="reset" on:click=move |_| { ui.running.set(false); ui.request(Request::Reset) }>"Reset"</button>
+                <button id="mi" title="Recompute the mutual information now" on:click=move |_| ui.request(Request::MutualInformation)>"Update MI"</button>
+            </div>
+        </section>
+    }
+}

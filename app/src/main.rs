@@ -1,0 +1,5 @@
+//! Mounts the app (everything else is in the library).
+
+fn main() {
+    app::start();
+}

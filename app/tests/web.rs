@@ -1,0 +1,45 @@
+//! The `neuralrg` library compiled to wasm32 and run in headless Chromium (wasm-bindgen-test
+//! with chromedriver; Chromium started with `--enable-unsafe-webgpu`, see tests/web-env.sh):
+//! the app finds the WebGPU adapter, and training, sampling and the log-density on WebGPU agree
+//! with the CPU backend (`neuralrg::agreement`, relative tolerance 1e-3).
+#![cfg(target_arch = "wasm32")]
+
+use app::backend::Backend;
+use burn::backend::{Autodiff, Flex, Wgpu};
+use neuralrg::agreement::{Agreement, agreement_async};
+use neuralrg::train::Trainer;
+use wasm_bindgen_test::*;
+
+wasm_bindgen_test_configure!(run_in_browser);
+
+#[wasm_bindgen_test]
+async fn webgpu_agrees_with_the_cpu_backend() {
+    let device = match Backend::detect(false).await {
+        Backend::WebGpu { device, adapter } => {
+            web_sys::console::log_1(&format!("WebGPU adapter: {adapter}").into());
+            device
+        }
+        Backend::Cpu { reason } => panic!("WebGPU expected in this browser: {reason}"),
+    };
+    let a = agreement_async::<Autodiff<Wgpu>>(&device).await;
+    web_sys::console::log_1(&format!("{a:?}").into());
+    assert!(
+        a.holds(),
+        "differences beyond {}: {a:?}",
+        Agreement::TOLERANCE
+    );
+}
+
+/// The CPU fallback trains in wasm: the loss is finite and falls over 20 steps.
+#[wasm_bindgen_test]
+async fn the_cpu_backend_trains_in_wasm() {
+    let mut c = neuralrg::agreement::config();
+    c.lr = 0.02;
+    let mut t = Trainer::<Autodiff<Flex>>::new(c, &Default::default()).expect("valid");
+    let first = t.step_async().await.expect("finite").f;
+    let mut last = first;
+    for _ in 0..20 {
+        last = t.step_async().await.expect("finite").f;
+    }
+    assert!(last < first, "F {first} -> {last}");
+}
