@@ -1,0 +1,187 @@
+// End-to-end tests of the built site (dist/) in headless Chromium, driven by Playwright
+// (playwright-core with Debian's /usr/bin/chromium): training on WebGPU (SwiftShader) and on the
+// CPU fallback, the panels, the console, the URL, and the speed of a training step at L = 8.
+//
+//   node tests/e2e.mjs http://127.0.0.1:PORT/ OUTPUT_DIR
+//
+// Prints one line per check and a cargo-style summary line ("test result: ok. N passed; M
+// failed") that tests/run.sh counts.
+import { chromium } from 'playwright-core';
+import { mkdirSync } from 'node:fs';
+
+const [base, out] = process.argv.slice(2);
+mkdirSync(out, { recursive: true });
+const FLAGS = ['--no-sandbox', '--disable-quic', '--no-first-run', '--disable-background-networking',
+  '--disable-component-update', '--disable-sync'];
+// Small, quick configurations for the training checks (the URL sets them, which tests the URL).
+// WebGPU here is SwiftShader, a CPU emulation of a GPU: its network is smaller still.
+const SMALL = 'L=4&d=2&T=2.269185314213022&nlayers=4&nmlp=2&nhidden=10&batch=256&lr=0.005&seed=3';
+const TINY = 'L=4&d=2&T=2.269185314213022&nlayers=2&nmlp=1&nhidden=8&batch=64&lr=0.01&seed=3';
+let passed = 0, failed = 0;
+const speeds = [];
+
+function check(name, ok, detail) {
+  if (ok) { passed++; console.log(`test ${name} ... ok${detail ? ` (${detail})` : ''}`); }
+  else { failed++; console.log(`test ${name} ... FAILED${detail ? `: ${detail}` : ''}`); }
+}
+
+async function open(webgpu) {
+  const browser = await chromium.launch({
+    executablePath: '/usr/bin/chromium', headless: true,
+    args: webgpu ? [...FLAGS, '--enable-unsafe-webgpu'] : FLAGS,
+  });
+  const page = await browser.newPage({ viewport: { width: 1280, height: 2400 } });
+  const errors = [];
+  page.on('console', m => { if (m.type() === 'error') errors.push(m.text()); });
+  page.on('pageerror', e => errors.push(String(e)));
+  return { browser, page, errors };
+}
+
+const stat = (page, key) => page.locator('#stats').getAttribute(`data-${key}`);
+
+async function waitEpoch(page, epoch, timeout) {
+  await page.waitForFunction(
+    e => Number(document.querySelector('#stats')?.dataset.epoch) >= e
+      || document.querySelector('#error')?.hidden === false || document.querySelector('#fatal')?.hidden === false,
+    epoch, { timeout, polling: 250 });
+}
+
+// Canvases with at least `min` non-white pixels (drawn panels).
+async function drawnCanvases(page) {
+  return page.$$eval('canvas', cs => cs.map(c => {
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let ink = 0; // opaque, not white (a canvas never drawn is transparent black)
+    for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 0 && (d[i] < 250 || d[i + 1] < 250 || d[i + 2] < 250)) ink++;
+    return ink;
+  }));
+}
+
+// The text of the page's error areas (empty when both are hidden).
+async function pageErrors(page) {
+  return page.evaluate(() => ['#error', '#fatal']
+    .map(id => document.querySelector(id))
+    .filter(e => !e.hidden)
+    .map(e => e.textContent.trim())
+    .join(' | '));
+}
+
+// Waits until every canvas has ink (the field and MI panels are computed on request).
+async function waitDrawn(page, timeout) {
+  try {
+    await page.waitForFunction(() => [...document.querySelectorAll('canvas')].every(c => {
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      for (let i = 0; i < d.length; i += 16) if (d[i + 3] > 0 && d[i] < 250) return true;
+      return false;
+    }), null, { timeout, polling: 500 });
+  } catch (_) { /* reported by the check that follows */ }
+}
+
+async function trainingRun(label, webgpu) {
+  const { browser, page, errors } = await open(webgpu);
+  try {
+    await page.goto(`${base}?${webgpu ? TINY : SMALL}`);
+    await page.waitForFunction(() => !/looking/.test(document.querySelector('#backend')?.textContent ?? 'looking'), null, { timeout: 60000 });
+    const backend = await page.locator('#backend').textContent();
+    check(`${label}: backend is named`, webgpu ? /WebGPU/.test(backend) : /CPU/.test(backend), backend);
+    // The URL carries the configuration: the controls show it.
+    check(`${label}: controls read the URL`,
+      (await page.locator('select[name=L]').inputValue()) === '4'
+        && (await page.locator('input[name=nlayers]').inputValue()) === (webgpu ? '2' : '4')
+        && (await page.locator('input[name=lr]').inputValue()) === (webgpu ? '0.01' : '0.005'));
+    await page.click('#start');
+    const t0 = Date.now();
+    // The first WebGPU steps compile every kernel (SwiftShader: minutes), the CPU starts at once.
+    const epochs = webgpu ? 30 : 100;
+    await waitEpoch(page, epochs, 420000);
+    await page.click('#start', { timeout: 120000 }); // pause
+    const [epoch, f, f0] = [Number(await stat(page, 'epoch')), Number(await stat(page, 'f')), Number(await stat(page, 'f-first'))];
+    check(`${label}: training runs`, epoch >= epochs,
+      `epoch ${epoch} in ${((Date.now() - t0) / 1000).toFixed(1)} s ${await pageErrors(page)}`);
+    check(`${label}: the loss falls`, f < f0 - 0.5, `F ${f0.toFixed(3)} -> ${f.toFixed(3)}`);
+    // Panels: loss, samples, rates, observables, receptive field (click a site), MI.
+    await page.locator('.site').nth(5).click({ timeout: 120000 });
+    await page.click('#mi', { timeout: 120000 });
+    await waitDrawn(page, 240000);
+    const ink = await drawnCanvases(page);
+    check(`${label}: all ${ink.length} canvases are drawn`, ink.length === 6 && ink.every(n => n > 500), ink.join(','));
+    check(`${label}: a clicked site is chosen`, (await page.locator('.site.chosen').count()) === 1);
+    const shown = await pageErrors(page);
+    check(`${label}: no error in the page or the console`, !shown && errors.length === 0, [shown, ...errors].join(' | '));
+    await page.screenshot({ path: `${out}/${label}.png`, fullPage: true });
+  } finally {
+    await browser.close();
+  }
+}
+
+async function urlRoundTrip() {
+  const { browser, page, errors } = await open(false);
+  try {
+    await page.goto(`${base}?${SMALL}&cpu=true`);
+    await page.locator('input[name=nhidden]').fill('6');
+    await page.locator('input[name=nhidden]').dispatchEvent('change');
+    await page.selectOption('select[name=d]', '1');
+    await page.waitForFunction(() => /d=1/.test(location.search));
+    const url = page.url();
+    const page2 = await browser.newPage();
+    await page2.goto(url);
+    const ok = (await page2.locator('input[name=nhidden]').inputValue()) === '6'
+      && (await page2.locator('select[name=d]').inputValue()) === '1'
+      && (await page2.locator('select[name=L]').inputValue()) === '4'
+      && page2.url() === url;
+    check('the URL round-trips the configuration', ok && errors.length === 0, url.split('?')[1]);
+    // A bad value in the address is named in the page, not a dead page.
+    await page2.goto(`${base}?L=6`);
+    const msg = await page2.locator('#error').textContent();
+    check('a bad URL value is reported', /L = 6|L=6|6/.test(msg) && await page2.locator('#error').isVisible(), msg.trim());
+  } finally {
+    await browser.close();
+  }
+}
+
+// Milliseconds per step at L = 8 with the paper's network (batch 512): the page's median of the
+// last 9 steps, read at epoch 15. On SwiftShader a step takes minutes, so there the time of the
+// steps after the first (which compiles the kernels) is read within a time limit instead.
+async function speed(label, webgpu) {
+  const { browser, page, errors } = await open(webgpu);
+  try {
+    await page.goto(`${base}?L=8&d=2${webgpu ? '' : '&cpu=true'}`);
+    await page.waitForFunction(() => !/looking/.test(document.querySelector('#backend')?.textContent ?? 'looking'), null, { timeout: 60000 });
+    await page.click('#start');
+    let ms, how;
+    if (webgpu) {
+      await waitEpoch(page, 1, 300000);
+      const [e1, t1] = [Number(await stat(page, 'epoch')), Date.now()];
+      try { await waitEpoch(page, e1 + 1, 360000); } catch (_) { /* time limit: reported below */ }
+      const [e2, t2] = [Number(await stat(page, 'epoch')), Date.now()];
+      ms = e2 > e1 ? (t2 - t1) / (e2 - e1) : NaN;
+      how = e2 > e1 ? `steps ${e1 + 1} to ${e2}, after the first` : 'no step after the first within 6 minutes';
+    } else {
+      await waitEpoch(page, 15, 600000);
+      ms = Number(await stat(page, 'ms-per-step'));
+      how = 'median of steps 7 to 15';
+    }
+    await page.click('#start', { timeout: 300000 });
+    const backend = await stat(page, 'backend');
+    speeds.push(`${label} (${backend}): ${ms.toFixed(1)} ms per training step at L=8, batch 512 (${how})`);
+    const shown = await pageErrors(page);
+    check(`${label}: L=8 trains`, ms > 0 && !shown && errors.length === 0, `${ms.toFixed(1)} ms/step ${shown} ${errors.join(' | ')}`);
+  } finally {
+    await browser.close();
+  }
+}
+
+const t0 = Date.now();
+for (const [name, fn] of [
+  ['webgpu', () => trainingRun('webgpu', true)],
+  ['cpu-fallback', () => trainingRun('cpu-fallback', false)],
+  ['url', urlRoundTrip],
+  ['speed-webgpu', () => speed('speed-webgpu', true)],
+  ['speed-cpu', () => speed('speed-cpu', false)],
+]) {
+  try { await fn(); } catch (e) { check(name, false, String(e).split('\n')[0]); }
+}
+console.log('');
+for (const s of speeds) console.log(`speed: ${s}`);
+console.log(`screenshots in ${out}`);
+console.log(`test result: ${failed ? 'FAILED' : 'ok'}. ${passed} passed; ${failed} failed; finished in ${((Date.now() - t0) / 1000).toFixed(1)}s`);
+process.exit(failed ? 1 : 0);
