@@ -353,7 +353,11 @@ pub fn free_energy_panel<DB: DrawingBackend>(
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..epochs, lo..hi)
         .map_err(err)?;
-    c.configure_mesh().x_desc("epoch").draw().map_err(err)?;
+    c.configure_mesh()
+        .x_desc("epoch")
+        .x_labels(6)
+        .draw()
+        .map_err(err)?;
     c.draw_series(LineSeries::new(train.iter().map(|r| (r.0, r.1)), &BLUE))
         .map_err(err)?
         .label("F")
@@ -402,6 +406,7 @@ pub fn relative_error_panel<DB: DrawingBackend>(
         .map_err(err)?;
     c.configure_mesh()
         .x_desc("epoch")
+        .x_labels(6)
         .y_label_formatter(&|v| format!("{:.2}%", 100.0 * v))
         .draw()
         .map_err(err)?;
@@ -426,7 +431,11 @@ pub fn rates_panel<DB: DrawingBackend>(
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..epochs, 0.0..1.05)
         .map_err(err)?;
-    c.configure_mesh().x_desc("epoch").draw().map_err(err)?;
+    c.configure_mesh()
+        .x_desc("epoch")
+        .x_labels(6)
+        .draw()
+        .map_err(err)?;
     let first: Vec<(f64, f64)> = rates.iter().map(|a| (a.0, a.1)).collect();
     let second: Vec<(f64, f64)> = rates
         .iter()
@@ -471,7 +480,11 @@ pub fn observable_panel<DB: DrawingBackend>(
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..epochs, olo..ohi)
         .map_err(err)?;
-    c.configure_mesh().x_desc("epoch").draw().map_err(err)?;
+    c.configure_mesh()
+        .x_desc("epoch")
+        .x_labels(6)
+        .draw()
+        .map_err(err)?;
     c.draw_series(
         points
             .iter()
