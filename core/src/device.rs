@@ -305,6 +305,16 @@ fn wgpu_backend<J: BackendJob>(_: Option<usize>, _: J) -> Result<J::Output, Stri
     Err("this build has no wgpu/Vulkan backend (rebuild with `--features vulkan`)".into())
 }
 
+/// [`crate::agreement::agreement`] as a job for [`dispatch`].
+pub struct AgreementJob;
+
+impl BackendJob for AgreementJob {
+    type Output = crate::agreement::Agreement;
+    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+        crate::agreement::agreement::<B>(&device)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,15 +336,5 @@ mod tests {
             let e = bad.parse::<DeviceKind>().unwrap_err();
             assert!(e.contains(DEVICE_CHOICES), "{e}");
         }
-    }
-}
-
-/// [`crate::agreement::agreement`] as a job for [`dispatch`].
-pub struct AgreementJob;
-
-impl BackendJob for AgreementJob {
-    type Output = crate::agreement::Agreement;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
-        crate::agreement::agreement::<B>(&device)
     }
 }
