@@ -46,7 +46,7 @@ export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 step "tests (native; clippy on core)"
 # The Vulkan agreement test must run here (lavapipe), not skip.
 export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-/tmp}"
-run tests env NEURALRG_REQUIRE_VULKAN=1 cargo test --release
+run tests env NEURALRG_REQUIRE_VULKAN=1 cargo test --release --no-fail-fast
 
 step "browser app (clippy on app and core for wasm32)"
 run web bash tests/web.sh

@@ -5,7 +5,7 @@
 use std::process::Command;
 
 mod common;
-use common::Jitter;
+use common::{Jitter, assert_refused};
 
 use burn::backend::{Autodiff, Flex, NdArray};
 use burn::module::{AutodiffModule, Module};
@@ -228,13 +228,6 @@ fn analyze_writes_figures_and_refuses_bad_input() {
             "parameters.json",
         ),
     ] {
-        let out = run(analyze, &args);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(out.status.code(), Some(2), "{stderr}");
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-        assert!(
-            stderr.contains(needle),
-            "{stderr:?} should contain {needle:?}"
-        );
+        assert_refused(&run(analyze, &args), needle);
     }
 }
