@@ -164,7 +164,10 @@ async function speed(label, webgpu) {
     const backend = await stat(page, 'backend');
     speeds.push(`${label} (${backend}): ${ms.toFixed(1)} ms per training step at L=8, batch 512 (${how})`);
     const shown = await pageErrors(page);
-    check(`${label}: L=8 trains`, ms > 0 && !shown && errors.length === 0, `${ms.toFixed(1)} ms/step ${shown} ${errors.join(' | ')}`);
+    // On SwiftShader a slow machine may not finish a second step within the limit: the check is
+    // that L=8 trains without errors; the speed line says what was measured.
+    const trained = webgpu ? Number(await stat(page, 'epoch')) >= 1 : ms > 0;
+    check(`${label}: L=8 trains`, trained && !shown && errors.length === 0, `${ms.toFixed(1)} ms/step ${shown} ${errors.join(' | ')}`);
   } finally {
     await browser.close();
   }
