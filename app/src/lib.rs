@@ -15,7 +15,7 @@ pub mod lab;
 pub mod panels;
 
 use leptos::prelude::*;
-use neuralrg::lattice::{Lattice, T_C};
+use neuralrg::lattice::T_C;
 use neuralrg::observables::exact_values;
 use neuralrg::train::TrainConfig;
 use wasm_bindgen::prelude::*;
@@ -32,6 +32,9 @@ pub const ANALYZE_EVERY: usize = 100;
 const MEASURE_SAMPLES: usize = 512;
 /// MH chains for the mutual information.
 const MI_CHAINS: usize = 512;
+/// The site whose receptive field is shown until one is clicked: site (0, 0), at the top of
+/// the hierarchy.
+const DEFAULT_SITE: usize = 0;
 /// Train for at most this long before yielding to the browser (milliseconds).
 const SLICE_MS: f64 = 40.0;
 
@@ -179,6 +182,8 @@ async fn worker(ui: Ui) {
     ui.backend.set(Some(backend.label()));
     ui.backend_short.set(backend.short());
     let mut lab: Option<Box<dyn Lab>> = None;
+    // Exact energy and <m^2> of the session's lattice and temperature (computed once).
+    let mut exact = None;
     let mut history = History::default();
     let mut step_ms: Vec<f64> = Vec::new();
     loop {
@@ -205,7 +210,9 @@ async fn worker(ui: Ui) {
             continue;
         }
         if lab.is_none() {
-            match backend.lab(ui.config.get_untracked()) {
+            let config = ui.config.get_untracked();
+            exact = Some(exact_values(config.lattice, config.t));
+            match backend.lab(config) {
                 Ok(l) => lab = Some(l),
                 Err(e) => {
                     ui.error.set(Some(e));
@@ -250,7 +257,7 @@ async fn worker(ui: Ui) {
                     history
                         .measurements
                         .push(session.measure(MEASURE_SAMPLES).await);
-                    let exact = exact_values(lattice, config.t);
+                    let exact = exact.expect("computed with the session");
                     report(
                         panels::measurements(
                             ui.canvases,
@@ -263,11 +270,7 @@ async fn worker(ui: Ui) {
                     );
                 }
                 if epoch.is_multiple_of(ANALYZE_EVERY) {
-                    field = Some(
-                        ui.selected
-                            .get_untracked()
-                            .unwrap_or_else(|| default_site(lattice)),
-                    );
+                    field = Some(ui.selected.get_untracked().unwrap_or(DEFAULT_SITE));
                     mi = true;
                 }
                 if single || !ui.running.get_untracked() || now_ms() - slice > SLICE_MS {
@@ -300,12 +303,6 @@ fn report(result: Result<(), String>, ui: Ui) {
     if let Err(e) = result {
         ui.error.set(Some(format!("drawing failed: {e}")));
     }
-}
-
-/// The site whose receptive field is shown until one is clicked: site (0, 0), at the top of
-/// the hierarchy.
-fn default_site(_lattice: Lattice) -> usize {
-    0
 }
 
 /// The whole page.
