@@ -15,7 +15,9 @@ cd "$(dirname "$0")/.."
 TRUNK_VERSION=0.21.14
 # Tools compile once into their own target directory; opt-level 1 halves their build time and
 # is plenty for build tools.
-export CARGO_TARGET_DIR="$HOME/.cache/neuralrg/tools-target"
+export CARGO_TARGET_DIR="${NEURALRG_TOOLS_TARGET:-$HOME/.cache/neuralrg/tools-target}"
+# cargo install puts the tools here; web-env.sh puts it on PATH.
+export PATH="${CARGO_INSTALL_ROOT:-${CARGO_HOME:-$HOME/.cargo}}/bin:$PATH"
 export CARGO_PROFILE_RELEASE_OPT_LEVEL=1 CARGO_PROFILE_RELEASE_LTO=false \
   CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 CARGO_PROFILE_RELEASE_DEBUG=false
 

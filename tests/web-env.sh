@@ -2,9 +2,9 @@
 # rustup's wasm32 target where it is installed (tests/install-tools.sh adds it when it can);
 # otherwise Debian's rustc-web, which builds std from source (-Zbuild-std).
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-export PATH="$root/tests/node_modules/.bin:$HOME/.cargo/bin:$PATH"
-# Native and wasm builds keep separate target directories (different feature sets).
-export CARGO_TARGET_DIR="${NEURALRG_WASM_TARGET_DIR:-$HOME/.cache/neuralrg/target-wasm}"
+export PATH="$root/tests/node_modules/.bin:${CARGO_INSTALL_ROOT:-${CARGO_HOME:-$HOME/.cargo}}/bin:$HOME/.cargo/bin:$PATH"
+# The wasm32 build shares ./target with the native one (its artifacts go to
+# target/wasm32-unknown-unknown; host build scripts and proc-macros are shared).
 if ! rustup target list --installed 2>/dev/null | grep -q '^wasm32-unknown-unknown$'; then
   export RUSTUP_TOOLCHAIN=/usr RUSTC=/usr/bin/rustc RUSTC_BOOTSTRAP=1 \
     CARGO_UNSTABLE_BUILD_STD=std,panic_abort \

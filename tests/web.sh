@@ -6,16 +6,26 @@
 #   bash tests/web.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# Clippy (-D warnings) lints the workspace crates while they compile for wasm32
+# (clippy-driver as RUSTC_WORKSPACE_WRAPPER, which is what `cargo clippy` does); the trunk build
+# and the wasm32 tests share those artifacts. web-env.sh turns it off on Debian's toolchain.
+export RUSTC_WORKSPACE_WRAPPER="$(rustup which clippy-driver 2>/dev/null || command -v clippy-driver)"
+export CLIPPY_ARGS="-D__CLIPPY_HACKERY__warnings__CLIPPY_HACKERY__"
 source tests/web-env.sh
 out="${NEURALRG_E2E_OUT:-$PWD/tests/output}"
+took() { echo "   web: $1 took $(( $(date +%s) - $2 )) s"; }
 
 echo "   web: trunk build --release"
+t0=$(date +%s)
 trunk build --release
 wasm=$(ls dist/*.wasm)
 echo "   web: dist/ is $(du -sh dist | cut -f1) ($(basename "$wasm"): $(du -h "$wasm" | cut -f1), $(gzip -c "$wasm" | wc -c | awk '{printf "%.1f MB", $1/1e6}') gzipped)"
+took "wasm build (trunk)" "$t0"
 
 echo "   web: wasm32 tests in headless Chromium (WebGPU)"
+t0=$(date +%s)
 cargo test --release -p app --target wasm32-unknown-unknown
+took "wasm tests (build and run)" "$t0"
 
 echo "   web: end-to-end tests of dist/ (Playwright)"
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
@@ -26,4 +36,6 @@ python3 -m http.server "$port" --bind 127.0.0.1 --directory "$site" >/dev/null 2
 server=$!
 trap 'kill $server 2>/dev/null || true; rm -rf "$site"' EXIT
 for _ in $(seq 50); do curl -s -o /dev/null "http://127.0.0.1:$port/neuralrg/" && break; sleep 0.1; done
+t0=$(date +%s)
 node tests/e2e.mjs "http://127.0.0.1:$port/neuralrg/" "$out"
+took "end-to-end tests" "$t0"

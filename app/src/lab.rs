@@ -4,8 +4,8 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use burn::tensor::backend::AutodiffBackend;
 use neuralrg::analysis::{self, ReceptiveField};
+use neuralrg::fused::FlowAutodiff;
 use neuralrg::ising::Target;
 use neuralrg::observables;
 use neuralrg::sample;
@@ -55,7 +55,7 @@ pub trait Lab {
     fn mutual_information(&mut self, chains: usize) -> LocalFuture<'_, (Vec<f64>, Vec<f64>)>;
 }
 
-struct Session<B: AutodiffBackend> {
+struct Session<B: FlowAutodiff> {
     trainer: Trainer<B>,
     target: Target<B::InnerBackend>,
     /// Randomness of the measurements (training draws its own stream per epoch).
@@ -63,7 +63,7 @@ struct Session<B: AutodiffBackend> {
 }
 
 /// A new session for `config` on backend `B`.
-pub fn new_lab<B: AutodiffBackend>(
+pub fn new_lab<B: FlowAutodiff>(
     config: TrainConfig,
     device: &B::Device,
 ) -> Result<Box<dyn Lab>, String> {
@@ -77,7 +77,7 @@ pub fn new_lab<B: AutodiffBackend>(
     }))
 }
 
-impl<B: AutodiffBackend> Lab for Session<B> {
+impl<B: FlowAutodiff> Lab for Session<B> {
     fn config(&self) -> &TrainConfig {
         &self.trainer.config
     }

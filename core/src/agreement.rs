@@ -2,8 +2,8 @@
 //! backend and Burn's Flex CPU backend on a tiny flow: the check behind the GPU tests (native
 //! Vulkan, CUDA, WebGPU in the browser) and `bench --check`.
 
+use crate::fused::{FlowAutodiff, FlowBackend};
 use burn::backend::{Autodiff, Flex};
-use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -47,12 +47,12 @@ pub fn config() -> TrainConfig {
 }
 
 /// Compares backend `B` on `device` with the Flex CPU backend (native: blocks on the reads).
-pub fn agreement<B: AutodiffBackend>(device: &B::Device) -> Agreement {
+pub fn agreement<B: FlowAutodiff>(device: &B::Device) -> Agreement {
     block_on(agreement_async::<B>(device))
 }
 
 /// [`agreement`] for callers that cannot block (the browser).
-pub async fn agreement_async<B: AutodiffBackend>(device: &B::Device) -> Agreement {
+pub async fn agreement_async<B: FlowAutodiff>(device: &B::Device) -> Agreement {
     let config = config();
     let cpu = Default::default();
     let training = worst(
@@ -91,7 +91,7 @@ fn worst(a: &[f64], b: &[f64]) -> f64 {
 }
 
 /// Loss and spread of `f` for three training steps.
-async fn steps<B: AutodiffBackend>(config: &TrainConfig, device: &B::Device) -> Vec<f64> {
+async fn steps<B: FlowAutodiff>(config: &TrainConfig, device: &B::Device) -> Vec<f64> {
     let mut t = Trainer::<B>::new(config.clone(), device).expect("valid");
     let mut out = Vec::new();
     for _ in 0..3 {
@@ -101,7 +101,7 @@ async fn steps<B: AutodiffBackend>(config: &TrainConfig, device: &B::Device) -> 
     out
 }
 
-async fn log_q<B: Backend>(flow: &Flow<B>, x: &[f64], device: &B::Device) -> Vec<f64> {
+async fn log_q<B: FlowBackend>(flow: &Flow<B>, x: &[f64], device: &B::Device) -> Vec<f64> {
     let sites = flow.mera.sites();
     let t = Tensor::<B, 2>::from_data(
         TensorData::new(x.to_vec(), [x.len() / sites, sites]),

@@ -5,7 +5,9 @@
 //! Everything here works on host vectors or backend tensors only: no files, no threads, so the
 //! browser app uses it as the native binaries do.
 
-use burn::tensor::{Tensor, TensorData, backend::AutodiffBackend, backend::Backend};
+use burn::tensor::{Tensor, TensorData};
+
+use crate::fused::{FlowAutodiff, FlowBackend};
 
 use crate::flow::Flow;
 use crate::host::{block_on, read};
@@ -26,7 +28,7 @@ pub struct ReceptiveField {
 /// `sites`, averaged over the latent samples `z` (row-major `[samples, N]`; one row gives the
 /// Jacobian at one sample). Reverse mode: each sample is repeated `N` times and row `i` of the
 /// copy back-propagates `x_i`, so one backward pass gives the whole Jacobian of a chunk.
-pub fn receptive_fields<B: AutodiffBackend>(
+pub fn receptive_fields<B: FlowAutodiff>(
     flow: &Flow<B>,
     lattice: Lattice,
     z: &[f64],
@@ -36,7 +38,7 @@ pub fn receptive_fields<B: AutodiffBackend>(
 }
 
 /// [`receptive_fields`] for callers that cannot block (the browser).
-pub async fn receptive_fields_async<B: AutodiffBackend>(
+pub async fn receptive_fields_async<B: FlowAutodiff>(
     flow: &Flow<B>,
     lattice: Lattice,
     z: &[f64],
@@ -96,12 +98,12 @@ pub async fn receptive_fields_async<B: AutodiffBackend>(
 /// The latent variables `z = g^{-1}(x)` of physical samples `x` (row-major `[samples, N]`), each
 /// taken through the more probable sign branch of a symmetrized flow ([`Flow::orient`]):
 /// without this the latent statistics are dominated by the `x -> -x` bimodality.
-pub fn latents<B: Backend>(flow: &Flow<B>, x: &[f64]) -> Vec<f64> {
+pub fn latents<B: FlowBackend>(flow: &Flow<B>, x: &[f64]) -> Vec<f64> {
     block_on(latents_async(flow, x))
 }
 
 /// [`latents`] for callers that cannot block (the browser).
-pub async fn latents_async<B: Backend>(flow: &Flow<B>, x: &[f64]) -> Vec<f64> {
+pub async fn latents_async<B: FlowBackend>(flow: &Flow<B>, x: &[f64]) -> Vec<f64> {
     let n = flow.mera.sites();
     let device = flow.mera.device();
     let mut z = Vec::with_capacity(x.len());

@@ -1,29 +1,40 @@
-//! Checkpoints as bytes: the flow's parameters, the optimizer state and the epoch, with a
-//! checksum so that a truncated or corrupt file is refused with a clear error (never a panic).
+//! Checkpoints as bytes: the flow's masks and parameters, the optimizer state and the epoch,
+//! with a checksum so that a truncated or corrupt file is refused with a clear error (never a
+//! panic).
 //!
-//! Layout (little endian): `b"NEURALRG"`, format version `u32`, epoch `u64`, then two sections
-//! (model, optimizer), each a `u64` length and MessagePack bytes of Burn's record at double
-//! precision, then an FNV-1a 64-bit checksum of everything before it. The RNG state is not
+//! Layout (little endian): `b"NEURALRG"`, format version `u32`, epoch `u64`, then three
+//! sections, each a `u64` length and its bytes: the masks of every block (JSON, one
+//! `nlayers x width` array of 0/1 per block layer: stored, so that loading never re-derives them
+//! from the seed), the model and the optimizer (MessagePack bytes of Burn's records at double
+//! precision); then an FNV-1a 64-bit checksum of everything before it. The RNG state is not
 //! stored: each epoch's samples are a function of the seed and the epoch ([`crate::train`]).
+//!
+//! Version 2 (packed parameters, one tensor per block) replaced version 1 (17 tensors per
+//! coupling layer, masks re-derived from the seed); version 1 files are refused, naming both.
 
 use burn::module::Module;
 use burn::optim::Adam;
 use burn::optim::Optimizer;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::record::{DoublePrecisionSettings, NamedMpkBytesRecorder, Recorder};
-use burn::tensor::backend::AutodiffBackend;
 
 use crate::flow::Flow;
+use crate::fused::FlowAutodiff;
+use crate::mera::MeraConfig;
 
 const MAGIC: &[u8; 8] = b"NEURALRG";
-const VERSION: u32 = 1;
+/// The format this build writes and reads.
+pub const VERSION: u32 = 2;
 
 /// Why a checkpoint could not be written or read.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckpointError {
     #[error("not a neuralrg checkpoint (bad header)")]
     Header,
-    #[error("checkpoint format version {0} is not supported (this build reads version {VERSION})")]
+    #[error(
+        "checkpoint format version {0} is not supported: this build reads version {VERSION} \
+         (version 1 is from neuralrg 0.1, before the parameters were packed; train the run again)"
+    )]
     Version(u32),
     #[error("checkpoint is truncated ({0} bytes)")]
     Truncated(usize),
@@ -44,12 +55,13 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Encodes epoch, flow and optimizer state.
-pub fn encode<B: AutodiffBackend>(
+/// Encodes epoch, masks, flow and optimizer state.
+pub fn encode<B: FlowAutodiff>(
     epoch: usize,
     flow: &Flow<B>,
     optim: &OptimizerAdaptor<Adam, Flow<B>, B>,
 ) -> Result<Vec<u8>, CheckpointError> {
+    let masks = serde_json::to_vec(&flow.mera.masks()).expect("masks serialize");
     let rec = Recorder_::default();
     let model = Recorder::<B>::record(&rec, flow.clone().into_record(), ())
         .map_err(|e| CheckpointError::Record(e.to_string()))?;
@@ -59,7 +71,7 @@ pub fn encode<B: AutodiffBackend>(
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&(epoch as u64).to_le_bytes());
-    for section in [&model, &opt] {
+    for section in [&masks, &model, &opt] {
         out.extend_from_slice(&(section.len() as u64).to_le_bytes());
         out.extend_from_slice(section);
     }
@@ -68,8 +80,17 @@ pub fn encode<B: AutodiffBackend>(
     Ok(out)
 }
 
-/// Splits and verifies a checkpoint: `(epoch, model bytes, optimizer bytes)`.
-pub fn sections(bytes: &[u8]) -> Result<(usize, &[u8], &[u8]), CheckpointError> {
+/// The sections of a checkpoint.
+pub struct Sections<'a> {
+    pub epoch: usize,
+    /// JSON: the masks of every block.
+    pub masks: &'a [u8],
+    pub model: &'a [u8],
+    pub optimizer: &'a [u8],
+}
+
+/// Splits and verifies a checkpoint.
+pub fn sections(bytes: &[u8]) -> Result<Sections<'_>, CheckpointError> {
     let truncated = || CheckpointError::Truncated(bytes.len());
     if bytes.len() < 8 || &bytes[..8] != MAGIC {
         return Err(if bytes.len() < 8 && MAGIC.starts_with(bytes) {
@@ -91,7 +112,7 @@ pub fn sections(bytes: &[u8]) -> Result<(usize, &[u8], &[u8]), CheckpointError> 
     let epoch = u64_at(12)? as usize;
     let mut at = 20;
     let mut parts = Vec::new();
-    for _ in 0..2 {
+    for _ in 0..3 {
         let len = usize::try_from(u64_at(at)?).map_err(|_| truncated())?;
         at += 8;
         let end = at
@@ -108,18 +129,39 @@ pub fn sections(bytes: &[u8]) -> Result<(usize, &[u8], &[u8]), CheckpointError> 
     if fnv1a(&bytes[..at]) != sum {
         return Err(CheckpointError::Checksum);
     }
-    Ok((epoch, parts[0], parts[1]))
+    Ok(Sections {
+        epoch,
+        masks: parts[0],
+        model: parts[1],
+        optimizer: parts[2],
+    })
 }
 
-/// Decodes a checkpoint into a flow and optimizer of the run's architecture.
+/// Decodes a checkpoint into a flow (of architecture `config`, with the stored masks) and an
+/// optimizer.
 #[allow(clippy::type_complexity)]
-pub fn decode<B: AutodiffBackend>(
+pub fn decode<B: FlowAutodiff>(
     bytes: &[u8],
+    config: &MeraConfig,
     flow: Flow<B>,
     optim: OptimizerAdaptor<Adam, Flow<B>, B>,
     device: &B::Device,
 ) -> Result<(usize, Flow<B>, OptimizerAdaptor<Adam, Flow<B>, B>), CheckpointError> {
-    let (epoch, model, opt) = sections(bytes)?;
+    let Sections {
+        epoch,
+        masks,
+        model,
+        optimizer: opt,
+    } = sections(bytes)?;
+    let masks: Vec<Vec<u8>> = serde_json::from_slice(masks)
+        .map_err(|e| CheckpointError::Record(format!("masks: {e}")))?;
+    let flow = Flow {
+        mera: flow
+            .mera
+            .with_masks(config, masks)
+            .map_err(CheckpointError::Record)?,
+        symmetric: flow.symmetric,
+    };
     let rec = Recorder_::default();
     let record = Recorder::<B>::load(&rec, model.to_vec(), device)
         .map_err(|e| CheckpointError::Record(e.to_string()))?;

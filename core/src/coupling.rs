@@ -5,9 +5,12 @@
 //! generate `y <- y * exp(s) + t`, infer `y <- (y - t) * exp(-s)`, with
 //! `s = w_s * tanh(S(b*y)) * (1-b)`, `t = T(b*y) * (1-b)`. The scale `w_s` starts at zero, so a
 //! fresh flow is volume preserving.
+//!
+//! All weights of a block live in one packed vector (see [`RealNvpConfig::layout`]); the masks
+//! are data of the block, drawn once and stored with it. [`reference`] applies a block with
+//! plain tensor operations: the definition every fused kernel is tested against.
 
 use burn::module::{Module, Param};
-use burn::nn::Linear;
 use burn::tensor::{Tensor, TensorData, activation, backend::Backend};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -27,6 +30,27 @@ pub struct RealNvpConfig {
     pub nhidden: usize,
 }
 
+/// Where one dense layer of an MLP lives in a block's packed parameters: the weight
+/// `[inputs, outputs]` (row-major) at `weight`, the bias `[outputs]` right after it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dense {
+    pub weight: usize,
+    pub bias: usize,
+    pub inputs: usize,
+    pub outputs: usize,
+}
+
+/// Where coupling layer `n`'s parameters live in the packed vector.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CouplingLayout {
+    /// The dense layers of `S`, input to output (ELU after all but the last).
+    pub s: Vec<Dense>,
+    /// The dense layers of `T`.
+    pub t: Vec<Dense>,
+    /// The scale `w_s`, `width` values.
+    pub scale: usize,
+}
+
 impl RealNvpConfig {
     /// Number of trainable parameters of one block:
     /// `nlayers * (2 * (wH + H + (nmlp-1)(H^2 + H) + wH + w) + w)`.
@@ -36,141 +60,163 @@ impl RealNvpConfig {
         self.nlayers * (2 * mlp + w)
     }
 
-    /// A block with weights drawn from `seed`: MLP weights and biases uniform in
+    /// The packed layout, coupling layer after coupling layer: `S`'s dense layers, `T`'s,
+    /// then the scale; each dense layer its weight, then its bias.
+    pub fn layout(&self) -> Vec<CouplingLayout> {
+        let mut at = 0;
+        let mlp = |at: &mut usize| -> Vec<Dense> {
+            let mut dims = vec![self.width];
+            dims.extend(std::iter::repeat_n(self.nhidden, self.nmlp));
+            dims.push(self.width);
+            dims.windows(2)
+                .map(|io| {
+                    let d = Dense {
+                        weight: *at,
+                        bias: *at + io[0] * io[1],
+                        inputs: io[0],
+                        outputs: io[1],
+                    };
+                    *at += io[0] * io[1] + io[1];
+                    d
+                })
+                .collect()
+        };
+        (0..self.nlayers)
+            .map(|_| {
+                let s = mlp(&mut at);
+                let t = mlp(&mut at);
+                let scale = at;
+                at += self.width;
+                CouplingLayout { s, t, scale }
+            })
+            .collect()
+    }
+
+    /// Weights and masks drawn from `seed`: MLP weights and biases uniform in
     /// `(-1/sqrt(fan_in), 1/sqrt(fan_in))` (PyTorch's default), scales `w_s = 0`, masks as the
-    /// spec (layer 0 a random half, odd layers the complement of the previous, even layers anew).
-    pub fn init<B: Backend>(&self, seed: u64, device: &B::Device) -> RealNvp<B> {
+    /// spec (layer 0 a random half, odd layers the complement of the previous, even layers
+    /// anew). Returns the packed parameters and the masks (`nlayers x width`, 1 = kept).
+    pub fn draw(&self, seed: u64) -> (Vec<f64>, Vec<u8>) {
         let mut rng = StdRng::seed_from_u64(seed);
-        let mut layers = Vec::with_capacity(self.nlayers);
-        let mut mask = vec![0.0f64; self.width];
-        for n in 0..self.nlayers {
+        let mut params = vec![0.0f64; self.num_params()];
+        let mut masks = Vec::with_capacity(self.nlayers * self.width);
+        let mut mask = vec![0u8; self.width];
+        for (n, layer) in self.layout().iter().enumerate() {
             if n % 2 == 0 {
                 let mut idx: Vec<usize> = (0..self.width).collect();
                 idx.shuffle(&mut rng);
-                mask = vec![0.0; self.width];
+                mask = vec![0; self.width];
                 for &i in &idx[..self.width / 2] {
-                    mask[i] = 1.0;
+                    mask[i] = 1;
                 }
             } else {
-                mask = mask.iter().map(|m| 1.0 - m).collect();
+                mask.iter_mut().for_each(|m| *m = 1 - *m);
             }
-            let row =
-                |v: &[f64]| Tensor::from_data(TensorData::new(v.to_vec(), [1, self.width]), device);
-            let complement: Vec<f64> = mask.iter().map(|m| 1.0 - m).collect();
-            layers.push(Coupling {
-                s: self.mlp(&mut rng, device),
-                t: self.mlp(&mut rng, device),
-                scale: Param::from_tensor(Tensor::zeros([1, self.width], device)),
-                keep: row(&mask),
-                change: row(&complement),
-            });
+            masks.extend_from_slice(&mask);
+            for dense in layer.s.iter().chain(&layer.t) {
+                let k = 1.0 / (dense.inputs as f64).sqrt();
+                let len = dense.inputs * dense.outputs + dense.outputs;
+                for p in &mut params[dense.weight..dense.weight + len] {
+                    *p = rng.random_range(-k..k);
+                }
+            }
         }
-        RealNvp { layers }
+        (params, masks)
     }
 
-    fn mlp<B: Backend>(&self, rng: &mut StdRng, device: &B::Device) -> Mlp<B> {
-        let mut dims = vec![self.width];
-        dims.extend(std::iter::repeat_n(self.nhidden, self.nmlp));
-        dims.push(self.width);
-        let layers = dims
-            .windows(2)
-            .map(|io| linear(io[0], io[1], rng, device))
-            .collect();
-        Mlp { layers }
-    }
-}
-
-fn linear<B: Backend>(i: usize, o: usize, rng: &mut StdRng, device: &B::Device) -> Linear<B> {
-    let k = 1.0 / (i as f64).sqrt();
-    let mut draw = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.random_range(-k..k)).collect() };
-    let weight = Tensor::from_data(TensorData::new(draw(i * o), [i, o]), device);
-    let bias = Tensor::from_data(TensorData::new(draw(o), [o]), device);
-    Linear {
-        weight: Param::from_tensor(weight),
-        bias: Some(Param::from_tensor(bias)),
+    /// A block with weights and masks drawn from `seed` (see [`RealNvpConfig::draw`]).
+    pub fn init<B: Backend>(&self, seed: u64, device: &B::Device) -> (RealNvp<B>, Vec<u8>) {
+        let (params, masks) = self.draw(seed);
+        let n = params.len();
+        (
+            RealNvp {
+                params: Param::from_tensor(Tensor::from_data(TensorData::new(params, [n]), device)),
+            },
+            masks,
+        )
     }
 }
 
-/// A multilayer perceptron: ELU after every hidden layer, a linear output.
+/// The trainable part of a RealNVP block: all its weights in one tensor (the layout of
+/// [`RealNvpConfig::layout`]), so the optimizer and the autodiff graph see one tensor per block.
 #[derive(Module, Debug)]
-pub struct Mlp<B: Backend> {
-    layers: Vec<Linear<B>>,
+pub struct RealNvp<B: Backend> {
+    pub params: Param<Tensor<B, 1>>,
 }
 
-impl<B: Backend> Mlp<B> {
-    pub fn forward(&self, mut x: Tensor<B, 2>) -> Tensor<B, 2> {
-        let last = self.layers.len() - 1;
-        for (i, layer) in self.layers.iter().enumerate() {
-            x = layer.forward(x);
+/// Which way a bijector runs: *generate* is `z -> x`, *infer* is `x -> z`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Direction {
+    Generate,
+    Infer,
+}
+
+/// The plain tensor-operation definition of a RealNVP block: the reference for the fused
+/// kernels (and the path of any backend without one).
+pub mod reference {
+    use super::*;
+
+    fn mlp<B: Backend>(
+        params: &Tensor<B, 1>,
+        layers: &[Dense],
+        mut x: Tensor<B, 2>,
+    ) -> Tensor<B, 2> {
+        let last = layers.len() - 1;
+        for (i, d) in layers.iter().enumerate() {
+            let w = params
+                .clone()
+                .slice(d.weight..d.weight + d.inputs * d.outputs)
+                .reshape([d.inputs, d.outputs]);
+            let b = params
+                .clone()
+                .slice(d.bias..d.bias + d.outputs)
+                .reshape([1, d.outputs]);
+            x = x.matmul(w) + b;
             if i < last {
                 x = activation::elu(x, 1.0);
             }
         }
         x
     }
-}
 
-/// One affine coupling layer.
-#[derive(Module, Debug)]
-pub struct Coupling<B: Backend> {
-    s: Mlp<B>,
-    t: Mlp<B>,
-    /// The learnable `w` of the scalable tanh, `[1, width]`, initialized to zero.
-    scale: Param<Tensor<B, 2>>,
-    /// The mask `b` (1 = kept), `[1, width]` (a constant).
-    keep: Tensor<B, 2>,
-    /// `1 - b`, `[1, width]` (a constant).
-    change: Tensor<B, 2>,
-}
-
-impl<B: Backend> Coupling<B> {
-    /// `(s, t)` from the kept part of `y`; both vanish on kept entries.
-    fn shift_scale(&self, y: &Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 2>) {
-        let kept = y.clone() * self.keep.clone();
-        let s = self.s.forward(kept.clone()).tanh() * self.scale.val() * self.change.clone();
-        let t = self.t.forward(kept) * self.change.clone();
-        (s, t)
-    }
-}
-
-/// A RealNVP bijector on blocks of `width` values: rows of a `[blocks, width]` tensor.
-#[derive(Module, Debug)]
-pub struct RealNvp<B: Backend> {
-    layers: Vec<Coupling<B>>,
-}
-
-impl<B: Backend> RealNvp<B> {
-    /// Generate direction (`z -> x`): returns the outputs and `ln|det|` per row, `[rows]`.
-    pub fn generate(&self, mut y: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+    /// Applies the block with packed `params` and `masks` (`nlayers x width`) to the rows of
+    /// `y` (`[rows, width]`) in `direction`; returns the outputs and `ln|det|` per row.
+    pub fn apply<B: Backend>(
+        config: &RealNvpConfig,
+        params: &Tensor<B, 1>,
+        masks: &[u8],
+        mut y: Tensor<B, 2>,
+        direction: Direction,
+    ) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        let device = y.device();
+        let w = config.width;
+        let layout = config.layout();
+        let order: Vec<usize> = match direction {
+            Direction::Generate => (0..config.nlayers).collect(),
+            Direction::Infer => (0..config.nlayers).rev().collect(),
+        };
         let mut ld: Option<Tensor<B, 2>> = None;
-        for layer in &self.layers {
-            let (s, t) = layer.shift_scale(&y);
-            y = y * s.clone().exp() + t;
+        for n in order {
+            let row = |v: Vec<f64>| Tensor::<B, 2>::from_data(TensorData::new(v, [1, w]), &device);
+            let m = &masks[n * w..(n + 1) * w];
+            let keep = row(m.iter().map(|&b| b as f64).collect());
+            let change = row(m.iter().map(|&b| 1.0 - b as f64).collect());
+            let l = &layout[n];
+            let kept = y.clone() * keep;
+            let scale = params.clone().slice(l.scale..l.scale + w).reshape([1, w]);
+            let s = mlp(params, &l.s, kept.clone()).tanh() * scale * change.clone();
+            let t = mlp(params, &l.t, kept) * change;
+            let (next, step) = match direction {
+                Direction::Generate => (y * s.clone().exp() + t, s),
+                Direction::Infer => ((y - t) * s.clone().neg().exp(), s.neg()),
+            };
+            y = next;
             ld = Some(match ld {
-                Some(acc) => acc + s,
-                None => s,
+                Some(acc) => acc + step,
+                None => step,
             });
         }
-        (y, row_sum(ld))
+        let ld = ld.expect("a RealNVP block has at least one coupling layer");
+        (y, ld.sum_dim(1).squeeze_dim(1))
     }
-
-    /// Infer direction (`x -> z`): returns the outputs and `ln|det|` per row, `[rows]`.
-    pub fn infer(&self, mut y: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 1>) {
-        let mut ld: Option<Tensor<B, 2>> = None;
-        for layer in self.layers.iter().rev() {
-            let (s, t) = layer.shift_scale(&y);
-            y = (y - t) * s.clone().neg().exp();
-            ld = Some(match ld {
-                Some(acc) => acc - s,
-                None => s.neg(),
-            });
-        }
-        (y, row_sum(ld))
-    }
-}
-
-/// Sum over the entries of each row (the per-entry log-scales summed once, after all layers).
-fn row_sum<B: Backend>(ld: Option<Tensor<B, 2>>) -> Tensor<B, 1> {
-    let ld = ld.expect("a RealNVP block has at least one coupling layer");
-    ld.sum_dim(1).squeeze_dim(1)
 }

@@ -1,22 +1,20 @@
-//! Choosing a backend and device for the native binaries: `--device cpu|flex|ndarray|cuda[:N]|
+//! Choosing a backend and device for the native binaries: `--device cpu|flex|cuda[:N]|
 //! vulkan[:N]|wgpu`. A device that is not there is refused with a message naming what is
 //! missing, before Burn starts (Burn's own failure would be a panic on its device thread).
 
 use std::fmt;
 use std::str::FromStr;
 
-use burn::tensor::backend::AutodiffBackend;
+use crate::fused::FlowAutodiff;
 
 /// The compute devices the binaries accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum DeviceKind {
-    /// The fastest CPU backend on this machine (Flex).
+    /// The CPU backend (Flex). `ndarray`, the CPU backend of earlier versions, is read as `cpu`.
     #[default]
     Cpu,
-    /// Burn's Flex CPU backend.
+    /// Burn's Flex CPU backend (the same as `cpu`).
     Flex,
-    /// Burn's ndarray CPU backend.
-    Ndarray,
     /// The N-th CUDA device (Burn's CUDA backend with fusion; kernels compiled by NVRTC).
     Cuda(usize),
     /// The N-th Vulkan adapter (Burn's wgpu backend with SPIR-V kernels).
@@ -33,7 +31,7 @@ impl DeviceKind {
 }
 
 /// What `--device` accepts, for messages.
-pub const DEVICE_CHOICES: &str = "cpu, flex, ndarray, cuda[:N], vulkan[:N] or wgpu";
+pub const DEVICE_CHOICES: &str = "cpu, flex, cuda[:N], vulkan[:N] or wgpu";
 
 impl FromStr for DeviceKind {
     type Err = String;
@@ -46,7 +44,8 @@ impl FromStr for DeviceKind {
         Ok(match (name.to_ascii_lowercase().as_str(), index) {
             ("cpu", None) => Self::Cpu,
             ("flex", None) => Self::Flex,
-            ("ndarray", None) => Self::Ndarray,
+            // Earlier versions had an ndarray backend; its runs resume on the CPU backend.
+            ("ndarray", None) => Self::Cpu,
             ("cuda", n) => Self::Cuda(n.unwrap_or(0)),
             ("vulkan", n) => Self::Vulkan(n.unwrap_or(0)),
             ("wgpu", None) => Self::Wgpu,
@@ -60,7 +59,6 @@ impl fmt::Display for DeviceKind {
         match self {
             Self::Cpu => write!(f, "cpu"),
             Self::Flex => write!(f, "flex"),
-            Self::Ndarray => write!(f, "ndarray"),
             Self::Cuda(n) => write!(f, "cuda:{n}"),
             Self::Vulkan(n) => write!(f, "vulkan:{n}"),
             Self::Wgpu => write!(f, "wgpu"),
@@ -92,43 +90,40 @@ pub struct DeviceError {
 /// Work to run on the backend the options choose (generic code, one dispatch).
 pub trait BackendJob {
     type Output;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output;
+    fn run<B: FlowAutodiff>(self, device: B::Device) -> Self::Output;
 }
 
-/// Runs `job` on the backend and device for `device`, in f64 (on ndarray) when `double`; prints
-/// the backend and device name to stderr first. Refuses devices that are not there (or not
-/// compiled in) and f64 on GPUs.
+/// Runs `job` on the backend and device for `device`, in f64 when `double` (on the CPU: Flex
+/// computes in f64 once its device is told so, before the first tensor); prints the backend and
+/// device name to stderr first. Refuses devices that are not there (or not compiled in) and f64
+/// on GPUs.
 pub fn dispatch<J: BackendJob>(
     double: bool,
     device: DeviceKind,
     job: J,
 ) -> Result<J::Output, DeviceError> {
-    use burn::backend::{Autodiff, Flex, NdArray};
+    use burn::backend::{Autodiff, Flex};
     let refuse = |reason: String| DeviceError { device, reason };
     if double && device.is_gpu() {
         return Err(refuse(
-            "f64 (--double) runs on the CPU backends only: Burn 0.21's GPU backends have no \
-             f64 (drop --double or use --device ndarray)"
+            "f64 (--double) runs on the CPU only: Burn 0.21's GPU backends have no f64 (drop \
+             --double or use --device cpu)"
                 .into(),
         ));
     }
-    match (double, device) {
-        (true, _) => Ok(start::<Autodiff<NdArray<f64>>, J>(
-            job,
-            Default::default(),
-            "cpu",
-        )),
-        (false, DeviceKind::Ndarray) => Ok(start::<Autodiff<NdArray>, J>(
-            job,
-            Default::default(),
-            "cpu",
-        )),
-        (false, DeviceKind::Cpu | DeviceKind::Flex) => {
+    match device {
+        DeviceKind::Cpu | DeviceKind::Flex => {
+            if double {
+                use burn::tensor::{DType, set_default_dtypes};
+                set_default_dtypes::<Flex>(&Default::default(), DType::F64, DType::I32).map_err(
+                    |e| refuse(format!("the CPU backend cannot switch to f64 here: {e:?}")),
+                )?;
+            }
             Ok(start::<Autodiff<Flex>, J>(job, Default::default(), "cpu"))
         }
-        (false, DeviceKind::Cuda(n)) => cuda_backend(n, job).map_err(refuse),
-        (false, DeviceKind::Vulkan(n)) => wgpu_backend(Some(n), job).map_err(refuse),
-        (false, DeviceKind::Wgpu) => wgpu_backend(None, job).map_err(refuse),
+        DeviceKind::Cuda(n) => cuda_backend(n, job).map_err(refuse),
+        DeviceKind::Vulkan(n) => wgpu_backend(Some(n), job).map_err(refuse),
+        DeviceKind::Wgpu => wgpu_backend(None, job).map_err(refuse),
     }
 }
 
@@ -164,7 +159,7 @@ fn configure_kernel_cache() {
     });
 }
 
-fn start<B: AutodiffBackend, J: BackendJob>(job: J, device: B::Device, name: &str) -> J::Output {
+fn start<B: FlowAutodiff, J: BackendJob>(job: J, device: B::Device, name: &str) -> J::Output {
     eprintln!("neuralrg: backend {} on {name}", B::name(&device));
     job.run::<B>(device)
 }
@@ -305,12 +300,18 @@ fn wgpu_backend<J: BackendJob>(_: Option<usize>, _: J) -> Result<J::Output, Stri
     Err("this build has no wgpu/Vulkan backend (rebuild with `--features vulkan`)".into())
 }
 
+/// [`crate::agreement::agreement`] of `device` against the CPU (`bench --check`, the GPU
+/// tests). Not generic: it is compiled once, here, for every backend.
+pub fn agreement(device: DeviceKind) -> Result<crate::agreement::Agreement, DeviceError> {
+    dispatch(false, device, AgreementJob)
+}
+
 /// [`crate::agreement::agreement`] as a job for [`dispatch`].
-pub struct AgreementJob;
+struct AgreementJob;
 
 impl BackendJob for AgreementJob {
     type Output = crate::agreement::Agreement;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+    fn run<B: FlowAutodiff>(self, device: B::Device) -> Self::Output {
         crate::agreement::agreement::<B>(&device)
     }
 }
@@ -323,7 +324,7 @@ mod tests {
     fn parses_and_prints_devices() {
         for (s, d) in [
             ("cpu", DeviceKind::Cpu),
-            ("ndarray", DeviceKind::Ndarray),
+            ("flex", DeviceKind::Flex),
             ("cuda", DeviceKind::Cuda(0)),
             ("cuda:1", DeviceKind::Cuda(1)),
             ("vulkan:2", DeviceKind::Vulkan(2)),
@@ -332,6 +333,7 @@ mod tests {
             assert_eq!(s.parse::<DeviceKind>(), Ok(d));
             assert_eq!(d.to_string().parse::<DeviceKind>(), Ok(d));
         }
+        assert_eq!("ndarray".parse::<DeviceKind>(), Ok(DeviceKind::Cpu));
         for bad in ["gpu", "cuda:x", "cpu:1", "wgpu:0", ""] {
             let e = bad.parse::<DeviceKind>().unwrap_err();
             assert!(e.contains(DEVICE_CHOICES), "{e}");

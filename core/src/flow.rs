@@ -8,6 +8,7 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 
+use crate::fused::FlowBackend;
 use crate::mera::Mera;
 
 /// The flow: the MERA network and whether the density is Z2-symmetrized.
@@ -60,7 +61,7 @@ pub fn random_signs<B: Backend>(
     Tensor::from_data(TensorData::new(v, [batch, 1]), device)
 }
 
-impl<B: Backend> Flow<B> {
+impl<B: FlowBackend> Flow<B> {
     /// `x = g(z)` with the non-symmetrized `log q(x)`.
     pub fn generate(&self, z: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 1>) {
         let (x, logdet) = self.mera.generate(z.clone());

@@ -8,13 +8,13 @@
 //! - physical space: chains on `x` with `U(x) = -log p~(x)`.
 
 use burn::module::AutodiffModule;
-use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Tensor, TensorData};
 use rand::RngExt;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 use crate::flow::{Flow, log_normal, logaddexp, normal_noise, random_signs};
+use crate::fused::FlowAutodiff;
 use crate::ising::Target;
 
 /// Where the chains live.
@@ -49,13 +49,13 @@ impl Default for HmcConfig {
 
 /// Persistent chains: one state per row, `[chains, N]`.
 #[derive(Debug, Clone)]
-pub struct Chains<B: AutodiffBackend> {
+pub struct Chains<B: FlowAutodiff> {
     pub space: Space,
     pub state: Tensor<B::InnerBackend, 2>,
 }
 
 /// `U` per chain.
-fn potential<B: AutodiffBackend>(
+fn potential<B: FlowAutodiff>(
     space: Space,
     flow: &Flow<B>,
     target: &Target<B>,
@@ -77,7 +77,7 @@ fn potential<B: AutodiffBackend>(
 }
 
 /// `U` and its gradient at `q`.
-fn grad_potential<B: AutodiffBackend>(
+fn grad_potential<B: FlowAutodiff>(
     space: Space,
     flow: &Flow<B>,
     target: &Target<B>,
@@ -90,7 +90,7 @@ fn grad_potential<B: AutodiffBackend>(
     (u.inner(), g)
 }
 
-impl<B: AutodiffBackend> Chains<B> {
+impl<B: FlowAutodiff> Chains<B> {
     /// `chains` fresh chains: `z ~ N(0, I)` in latent space, flow samples in physical space.
     pub fn new(space: Space, flow: &Flow<B>, rng: &mut StdRng, chains: usize) -> Self {
         let device = flow.mera.device();

@@ -14,6 +14,7 @@
 //! - [`coupling`]: the RealNVP block bijector;
 //! - [`mera`]: the hierarchy of disentangler and decimator layers;
 //! - [`flow`]: prior, flow density, Z2 symmetrization;
+//! - [`fused`]: one block layer as one backend operation (CPU and GPU kernels, backward pass);
 //! - [`train`]: the variational free energy, Adam, the NaN guard;
 //! - [`sample`]: direct sampling, importance weights, independent Metropolis-Hastings;
 //! - [`hmc`]: Hamiltonian Monte Carlo in latent and physical space;
@@ -30,6 +31,7 @@ pub mod analysis;
 pub mod coupling;
 pub mod exact;
 pub mod flow;
+pub mod fused;
 pub mod hmc;
 pub mod host;
 pub mod ising;

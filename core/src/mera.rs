@@ -7,14 +7,17 @@
 //! site `(r0+h, c0+h)` continues to the next level; the other three are the latent variables
 //! decimated at scale `k`. (The original's README names the colours the other way round; the
 //! names here follow the data flow.) Generation (`z -> x`) runs the layers in reverse with the
-//! inverse bijectors. One bijector serves every block of a layer: the blocks are folded into
-//! the batch with one gather per layer.
+//! inverse bijectors. One bijector serves every block of a layer: each layer is one fused
+//! operation on the whole batch ([`crate::fused`]).
+
+use std::sync::Arc;
 
 use burn::module::Module;
-use burn::tensor::{Int, Tensor, TensorData, backend::Backend};
+use burn::tensor::{Tensor, backend::Backend};
 use serde::{Deserialize, Serialize};
 
-use crate::coupling::{RealNvp, RealNvpConfig};
+use crate::coupling::{Direction, RealNvp, RealNvpConfig};
+use crate::fused::{self, FlowBackend, Kernel, LayerPlan};
 use crate::lattice::Lattice;
 
 /// Which of the two block layers of a level.
@@ -126,142 +129,82 @@ impl MeraConfig {
         self.num_modules() * self.block().num_params()
     }
 
-    /// The network with weights drawn from `seed` (module `m` uses a seed derived from both).
+    /// The network with weights and masks drawn from `seed` (module `m` uses a seed derived
+    /// from both).
     pub fn init<B: Backend>(&self, seed: u64, device: &B::Device) -> Mera<B> {
-        let layers = block_layers(self.lattice, self.depth, self.nrepeat);
-        let n = self.lattice.sites();
-        // The order of the working vector while layer `i` acts: its blocks' sites first.
-        let orders: Vec<Vec<usize>> = layers
-            .iter()
-            .map(|layer| {
-                let mut in_block = vec![false; n];
-                layer.sites.iter().for_each(|&s| in_block[s] = true);
-                let mut order = layer.sites.clone();
-                order.extend((0..n).filter(|&s| !in_block[s]));
-                order
-            })
-            .collect();
-        let identity: Vec<usize> = (0..n).collect();
-        let mut chain = vec![identity.clone()];
-        chain.extend(orders.iter().cloned());
-        chain.push(identity);
-        let gather = |from: &[usize], to: &[usize]| -> Tensor<B, 1, Int> {
-            let mut pos = vec![0i64; n];
-            from.iter()
-                .enumerate()
-                .for_each(|(p, &s)| pos[s] = p as i64);
-            let idx: Vec<i64> = to.iter().map(|&s| pos[s]).collect();
-            Tensor::from_data(TensorData::new(idx, [n]), device)
-        };
-        let forward: Vec<_> = chain.windows(2).map(|w| gather(&w[0], &w[1])).collect();
-        let backward: Vec<_> = chain.windows(2).map(|w| gather(&w[1], &w[0])).collect();
-        let blocks = (0..layers.len())
+        let (blocks, masks): (Vec<_>, Vec<_>) = (0..self.num_modules())
             .map(|m| {
                 self.block()
                     .init(splitmix64(seed ^ splitmix64(m as u64 + 1)), device)
             })
-            .collect();
+            .unzip();
         Mera {
             blocks,
-            orders,
-            to_next: forward,
-            to_prev: backward,
-            block_sizes: layers.iter().map(|l| l.sites.len()).collect(),
-            width: self.block().width,
+            plans: self
+                .plans(masks)
+                .expect("masks drawn for this architecture"),
+            kernel: Kernel::default(),
         }
+    }
+
+    /// The block layers' plans with these masks (one `nlayers x width` vector per module);
+    /// refuses masks that do not fit the architecture.
+    pub fn plans(&self, masks: Vec<Vec<u8>>) -> Result<Vec<Arc<LayerPlan>>, String> {
+        let layers = block_layers(self.lattice, self.depth, self.nrepeat);
+        let block = self.block();
+        if masks.len() != layers.len() {
+            return Err(format!(
+                "{} masks for {} block layers",
+                masks.len(),
+                layers.len()
+            ));
+        }
+        let mut plans = Vec::with_capacity(layers.len());
+        for (layer, m) in layers.into_iter().zip(masks) {
+            let fits = m.len() == block.nlayers * block.width
+                && m.chunks(block.width).all(|c| {
+                    c.iter().all(|&b| b <= 1)
+                        && c.iter().filter(|&&b| b == 1).count() == block.width / 2
+                });
+            if !fits {
+                return Err(format!(
+                    "a mask of block layer {} does not fit {} coupling layers of width {}",
+                    plans.len(),
+                    block.nlayers,
+                    block.width
+                ));
+            }
+            plans.push(Arc::new(LayerPlan::new(
+                block,
+                m,
+                layer.sites,
+                self.lattice.sites(),
+            )));
+        }
+        Ok(plans)
     }
 }
 
 /// The MERA network: one RealNVP bijector per block layer.
 #[derive(Module, Debug)]
 pub struct Mera<B: Backend> {
-    /// One bijector per block layer, in infer order.
+    /// One bijector's parameters per block layer, in infer order.
     pub blocks: Vec<RealNvp<B>>,
-    /// The site order of the working vector while layer `i` acts (its blocks' sites first).
-    orders: Vec<Vec<usize>>,
-    /// `to_next[i]` gathers the working vector from the order of layer `i-1` into that of layer
-    /// `i` (orders `-1` and `len` are the site order); constants.
-    to_next: Vec<Tensor<B, 1, Int>>,
-    /// The inverse gathers; constants.
-    to_prev: Vec<Tensor<B, 1, Int>>,
-    block_sizes: Vec<usize>,
-    width: usize,
+    /// Each block layer's masks and sites (constants, stored with the parameters).
+    plans: Vec<Arc<LayerPlan>>,
+    /// Fused kernel or reference tensor code.
+    kernel: Kernel,
 }
 
 impl<B: Backend> Mera<B> {
     /// Number of sites `N`.
     pub fn sites(&self) -> usize {
-        self.to_next[0].dims()[0]
+        self.plans[0].n
     }
 
     /// The device the network lives on.
     pub fn device(&self) -> B::Device {
-        self.to_next[0].device()
-    }
-
-    /// Applies block layer `i` to the leading `block_sizes[i]` entries of `v` (`[batch, N]`).
-    fn apply(&self, i: usize, v: Tensor<B, 2>, generate: bool) -> (Tensor<B, 2>, Tensor<B, 1>) {
-        let [batch, n] = v.dims();
-        let m = self.block_sizes[i];
-        let blocks = v
-            .clone()
-            .slice([0..batch, 0..m])
-            .reshape([batch * m / self.width, self.width]);
-        let (out, ld) = if generate {
-            self.blocks[i].generate(blocks)
-        } else {
-            self.blocks[i].infer(blocks)
-        };
-        let out = out.reshape([batch, m]);
-        let v = if m == n {
-            out
-        } else {
-            Tensor::cat(vec![out, v.slice([0..batch, m..n])], 1)
-        };
-        let ld = ld
-            .reshape([batch, m / self.width])
-            .sum_dim(1)
-            .squeeze_dim(1);
-        (v, ld)
-    }
-
-    /// Infer direction `x -> z` (`[batch, N]`, site order); returns `z` and `ln|det dz/dx|`.
-    pub fn infer(&self, x: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 1>) {
-        let batch = x.dims()[0];
-        let mut v = x;
-        let mut logdet = Tensor::zeros([batch], &v.device());
-        for i in 0..self.blocks.len() {
-            v = v.select(1, self.to_next[i].clone());
-            let (nv, ld) = self.apply(i, v, false);
-            v = nv;
-            logdet = logdet + ld;
-        }
-        (v.select(1, self.to_next[self.blocks.len()].clone()), logdet)
-    }
-
-    /// The outputs of the first `layers` block layers in the infer direction, in site order:
-    /// `layers = 0` gives `x`, `layers = len` gives `z`.
-    pub fn infer_partial(&self, x: Tensor<B, 2>, layers: usize) -> Tensor<B, 2> {
-        let layers = layers.min(self.blocks.len());
-        if layers == self.blocks.len() {
-            return self.infer(x).0;
-        }
-        let mut v = x;
-        for i in 0..layers {
-            v = v.select(1, self.to_next[i].clone());
-            v = self.apply(i, v, false).0;
-        }
-        if layers == 0 {
-            return v;
-        }
-        let order = &self.orders[layers - 1];
-        let mut pos = vec![0i64; order.len()];
-        order
-            .iter()
-            .enumerate()
-            .for_each(|(p, &s)| pos[s] = p as i64);
-        let idx = Tensor::from_data(TensorData::new(pos, [order.len()]), &v.device());
-        v.select(1, idx)
+        self.blocks[0].params.val().device()
     }
 
     /// Number of block layers.
@@ -269,18 +212,75 @@ impl<B: Backend> Mera<B> {
         self.blocks.len()
     }
 
+    /// The masks of every block (`nlayers x width` each, 1 = kept), in infer order.
+    pub fn masks(&self) -> Vec<Vec<u8>> {
+        self.plans.iter().map(|p| p.masks.clone()).collect()
+    }
+
+    /// The block layers' plans (masks and sites), in infer order.
+    pub fn plans(&self) -> &[Arc<LayerPlan>] {
+        &self.plans
+    }
+
+    /// The same network with other masks (from a checkpoint); `config` must be its architecture.
+    pub fn with_masks(mut self, config: &MeraConfig, masks: Vec<Vec<u8>>) -> Result<Self, String> {
+        self.plans = config.plans(masks)?;
+        Ok(self)
+    }
+
+    /// The same network running its block layers with `kernel`.
+    pub fn with_kernel(mut self, kernel: Kernel) -> Self {
+        self.kernel = kernel;
+        self
+    }
+
+    /// Which implementation runs the block layers.
+    pub fn kernel(&self) -> Kernel {
+        self.kernel
+    }
+}
+
+impl<B: FlowBackend> Mera<B> {
+    /// Applies block layers `layers` (in that order) to `v` (`[batch, N]`, site order) in
+    /// `direction`; returns the result and the summed log-determinant.
+    fn run(
+        &self,
+        v: Tensor<B, 2>,
+        layers: impl Iterator<Item = usize>,
+        direction: Direction,
+    ) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        let [batch, n] = v.dims();
+        let device = v.device();
+        let mut state = Tensor::cat(vec![v, Tensor::zeros([batch, 1], &device)], 1);
+        for i in layers {
+            state = fused::block_layer(
+                self.kernel,
+                state,
+                self.blocks[i].params.val(),
+                &self.plans[i],
+                direction,
+            );
+        }
+        let field = state.clone().slice([0..batch, 0..n]);
+        let logdet = state.slice([0..batch, n..n + 1]).squeeze_dim(1);
+        (field, logdet)
+    }
+
+    /// Infer direction `x -> z` (`[batch, N]`, site order); returns `z` and `ln|det dz/dx|`.
+    pub fn infer(&self, x: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 1>) {
+        self.run(x, 0..self.blocks.len(), Direction::Infer)
+    }
+
+    /// The outputs of the first `layers` block layers in the infer direction, in site order:
+    /// `layers = 0` gives `x`, `layers = len` gives `z`.
+    pub fn infer_partial(&self, x: Tensor<B, 2>, layers: usize) -> Tensor<B, 2> {
+        let layers = layers.min(self.blocks.len());
+        self.run(x, 0..layers, Direction::Infer).0
+    }
+
     /// Generate direction `z -> x` (`[batch, N]`, site order); returns `x` and `ln|det dx/dz|`.
     pub fn generate(&self, z: Tensor<B, 2>) -> (Tensor<B, 2>, Tensor<B, 1>) {
-        let batch = z.dims()[0];
-        let mut v = z;
-        let mut logdet = Tensor::zeros([batch], &v.device());
-        for i in (0..self.blocks.len()).rev() {
-            v = v.select(1, self.to_prev[i + 1].clone());
-            let (nv, ld) = self.apply(i, v, true);
-            v = nv;
-            logdet = logdet + ld;
-        }
-        (v.select(1, self.to_prev[0].clone()), logdet)
+        self.run(z, (0..self.blocks.len()).rev(), Direction::Generate)
     }
 }
 

@@ -8,10 +8,10 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use burn::tensor::backend::AutodiffBackend;
 use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceKind;
+use crate::fused::FlowAutodiff;
 use crate::hmc::{Chains, HmcConfig, Space};
 use crate::ising::Target;
 use crate::mera::splitmix64;
@@ -167,7 +167,7 @@ pub fn read_parameters(folder: &Path) -> Result<Parameters, RunError> {
 }
 
 /// Loads the newest checkpoint of a folder into a trainer.
-pub fn load_trainer<B: AutodiffBackend>(
+pub fn load_trainer<B: FlowAutodiff>(
     folder: &Path,
     config: &TrainConfig,
     device: &B::Device,
@@ -225,7 +225,7 @@ fn reopen_records(
 /// one HMC measurement (10 trajectories) of the persistent latent-space chains (acceptance).
 /// Its random stream depends on the seed and the epoch only, so training is unaffected; the HMC
 /// chains start afresh when a run is resumed.
-fn measure<B: AutodiffBackend>(
+fn measure<B: FlowAutodiff>(
     trainer: &Trainer<B>,
     chains: &mut Option<Chains<B>>,
     hmc_chains: usize,
@@ -281,7 +281,7 @@ fn measure<B: AutodiffBackend>(
 
 /// Opens a run in its folder: a new one (the folder must not hold a run yet), or with `resume`
 /// the folder's run at its newest checkpoint.
-pub fn open<B: AutodiffBackend>(
+pub fn open<B: FlowAutodiff>(
     params: &Parameters,
     resume: bool,
     device: &B::Device,
@@ -310,7 +310,7 @@ pub fn open<B: AutodiffBackend>(
 
 /// Trains an [`open`]ed run up to `params.options.epochs`, writing checkpoints, records and the
 /// summary. `on_epoch` sees every epoch's statistics (progress display).
-pub fn train<B: AutodiffBackend>(
+pub fn train<B: FlowAutodiff>(
     mut trainer: Trainer<B>,
     params: Parameters,
     mut on_epoch: impl FnMut(&EpochStats, &Trainer<B>),

@@ -1,7 +1,7 @@
 //! Sampling with the flow (spec section 4): direct samples with importance weights, and the
 //! independent Metropolis-Hastings chain that makes them exact samples of the target.
 
-use burn::tensor::backend::Backend;
+use crate::fused::FlowBackend;
 use rand::RngExt;
 use rand::rngs::StdRng;
 
@@ -20,7 +20,7 @@ pub struct Direct {
 }
 
 /// Draws `n` samples from the flow in batches of `batch` (host copies).
-pub fn direct<B: Backend>(
+pub fn direct<B: FlowBackend>(
     flow: &Flow<B>,
     target: &Target<B>,
     rng: &mut StdRng,
@@ -31,7 +31,7 @@ pub fn direct<B: Backend>(
 }
 
 /// [`direct`] for callers that cannot block (the browser).
-pub async fn direct_async<B: Backend>(
+pub async fn direct_async<B: FlowBackend>(
     flow: &Flow<B>,
     target: &Target<B>,
     rng: &mut StdRng,
@@ -71,7 +71,7 @@ pub struct MhChain {
 /// Independent Metropolis-Hastings with the flow as proposal: a proposal `x'` replaces the
 /// state `x` with probability `min(1, w(x') / w(x))`, `w = p~ / q`. The first proposal starts
 /// the chain. Proposals are drawn `batch` at a time.
-pub fn metropolis<B: Backend>(
+pub fn metropolis<B: FlowBackend>(
     flow: &Flow<B>,
     target: &Target<B>,
     rng: &mut StdRng,
@@ -127,7 +127,7 @@ pub struct ParallelMh {
 
 /// Runs `chains` independent Metropolis-Hastings chains of `steps` proposals each (proposals
 /// drawn `batch` at a time).
-pub fn metropolis_parallel<B: Backend>(
+pub fn metropolis_parallel<B: FlowBackend>(
     flow: &Flow<B>,
     target: &Target<B>,
     rng: &mut StdRng,
@@ -141,7 +141,7 @@ pub fn metropolis_parallel<B: Backend>(
 }
 
 /// [`metropolis_parallel`] for callers that cannot block (the browser).
-pub async fn metropolis_parallel_async<B: Backend>(
+pub async fn metropolis_parallel_async<B: FlowBackend>(
     flow: &Flow<B>,
     target: &Target<B>,
     rng: &mut StdRng,

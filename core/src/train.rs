@@ -10,7 +10,9 @@ use burn::module::AutodiffModule;
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
-use burn::tensor::{Tensor, backend::AutodiffBackend, backend::Backend};
+use burn::tensor::Tensor;
+
+use crate::fused::{FlowAutodiff, FlowBackend};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -231,7 +233,7 @@ impl TrainConfig {
     }
 
     /// A fresh flow with weights from the seed.
-    pub fn init_flow<B: Backend>(&self, device: &B::Device) -> Flow<B> {
+    pub fn init_flow<B: burn::tensor::backend::Backend>(&self, device: &B::Device) -> Flow<B> {
         Flow {
             mera: self.mera().init(self.seed, device),
             symmetric: self.symmetry,
@@ -239,7 +241,7 @@ impl TrainConfig {
     }
 
     /// The Adam optimizer of the spec.
-    pub fn optimizer<B: AutodiffBackend>(&self) -> OptimizerAdaptor<Adam, Flow<B>, B> {
+    pub fn optimizer<B: FlowAutodiff>(&self) -> OptimizerAdaptor<Adam, Flow<B>, B> {
         AdamConfig::new()
             .with_epsilon(1e-8)
             .with_weight_decay(
@@ -292,7 +294,7 @@ pub struct Diverged {
 
 /// The free energy per sample and the loss, without the optimizer: shared by training and
 /// evaluation. Returns `(f [batch], loss [1])`.
-pub fn free_energy<B: Backend>(
+pub fn free_energy<B: FlowBackend>(
     config: &TrainConfig,
     flow: &Flow<B>,
     target: &Target<B>,
@@ -317,7 +319,7 @@ pub fn free_energy<B: Backend>(
 }
 
 /// A training run in memory: flow, optimizer and the number of epochs done.
-pub struct Trainer<B: AutodiffBackend> {
+pub struct Trainer<B: FlowAutodiff> {
     pub config: TrainConfig,
     flow: Option<Flow<B>>,
     optim: OptimizerAdaptor<Adam, Flow<B>, B>,
@@ -326,7 +328,7 @@ pub struct Trainer<B: AutodiffBackend> {
     pub epoch: usize,
 }
 
-impl<B: AutodiffBackend> Trainer<B> {
+impl<B: FlowAutodiff> Trainer<B> {
     /// A fresh run (epoch 0).
     pub fn new(config: TrainConfig, device: &B::Device) -> Result<Self, ConfigError> {
         config.validate()?;
@@ -345,6 +347,15 @@ impl<B: AutodiffBackend> Trainer<B> {
     /// The flow being trained.
     pub fn flow(&self) -> &Flow<B> {
         self.flow.as_ref().expect("flow present between steps")
+    }
+
+    /// Runs the flow's block layers with `kernel` from now on (comparisons and benchmarks).
+    pub fn set_kernel(&mut self, kernel: crate::fused::Kernel) {
+        let flow = self.flow.take().expect("flow present between steps");
+        self.flow = Some(Flow {
+            mera: flow.mera.with_kernel(kernel),
+            symmetric: flow.symmetric,
+        });
     }
 
     /// The flow without autodiff, for sampling and evaluation.
@@ -419,6 +430,7 @@ impl<B: AutodiffBackend> Trainer<B> {
             .map_err(|e| crate::checkpoint::CheckpointError::Config(e.to_string()))?;
         let (epoch, flow, optim) = crate::checkpoint::decode(
             bytes,
+            &trainer.config.mera(),
             trainer.flow.take().expect("fresh flow"),
             trainer.optim,
             device,

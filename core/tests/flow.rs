@@ -1,10 +1,11 @@
 //! The flow: invertibility, log-determinants against brute-force Jacobians, `log p~` against a
 //! dense computation, parameter counts.
 
-use burn::backend::{Flex, NdArray};
+use burn::backend::Flex;
 use burn::module::Module;
 use burn::tensor::{Tensor, TensorData, backend::Backend};
 use neuralrg::flow::{Flow, log_normal};
+use neuralrg::fused::FlowBackend;
 use neuralrg::ising::{Relaxation, Target};
 use neuralrg::lattice::{Lattice, T_C};
 use neuralrg::mera::MeraConfig;
@@ -15,7 +16,8 @@ mod common;
 use common::Jitter;
 
 type F32 = Flex;
-type F64 = NdArray<f64>;
+/// Flex in a process that computes in f64 (see [`common::f64_process`]).
+type F64 = Flex;
 
 fn config(l: usize, d: usize, nrepeat: usize) -> MeraConfig {
     let lattice = Lattice::new(l, d).unwrap();
@@ -29,7 +31,7 @@ fn config(l: usize, d: usize, nrepeat: usize) -> MeraConfig {
     }
 }
 
-fn flow<B: Backend>(c: MeraConfig, symmetric: bool) -> Flow<B> {
+fn flow<B: FlowBackend>(c: MeraConfig, symmetric: bool) -> Flow<B> {
     let f = Flow {
         mera: c.init::<B>(7, &Default::default()),
         symmetric,
@@ -57,7 +59,7 @@ fn max_diff(a: &[f64], b: &[f64]) -> f64 {
         .fold(0.0, f64::max)
 }
 
-fn round_trips<B: Backend>(tol: f64) {
+fn round_trips<B: FlowBackend>(tol: f64) {
     for (l, d) in [(4, 2), (8, 2), (4, 1), (8, 1)] {
         let c = config(l, d, 2);
         let f = flow::<B>(c, false);
@@ -95,7 +97,9 @@ fn round_trips_f32() {
 
 #[test]
 fn round_trips_f64() {
-    round_trips::<F64>(1e-10);
+    if common::f64_process("round_trips_f64") {
+        round_trips::<F64>(1e-10);
+    }
 }
 
 /// `ln|det|` of a dense `n x n` matrix by LU with partial pivoting.
@@ -144,6 +148,9 @@ fn jacobian(f: &Flow<F64>, x: &[f64], eps: f64) -> Vec<f64> {
 
 #[test]
 fn log_determinants_match_brute_force_jacobians() {
+    if !common::f64_process("log_determinants_match_brute_force_jacobians") {
+        return;
+    }
     for (l, d) in [(4, 2), (8, 1)] {
         let c = config(l, d, 1);
         let n = c.lattice.sites();
@@ -242,8 +249,14 @@ fn check_log_prob<B: Backend>(rel_tol: f64) {
 
 #[test]
 fn log_prob_matches_dense_computation() {
-    check_log_prob::<F64>(1e-11);
     check_log_prob::<F32>(1e-5);
+}
+
+#[test]
+fn log_prob_matches_dense_computation_f64() {
+    if common::f64_process("log_prob_matches_dense_computation_f64") {
+        check_log_prob::<F64>(1e-11);
+    }
 }
 
 #[test]

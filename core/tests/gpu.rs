@@ -1,16 +1,16 @@
 //! The wgpu backend on Vulkan agrees with the CPU backend: training steps, a sampling step and
 //! the log-density (log-determinants) of the same configurations (see
-//! `neuralrg::device::agreement`). In CI this runs on software Vulkan (Mesa's lavapipe);
+//! `neuralrg::agreement`). In CI this runs on software Vulkan (Mesa's lavapipe);
 //! tests/run.sh sets NEURALRG_REQUIRE_VULKAN=1, which turns a missing Vulkan driver into a
 //! failure instead of a skip.
 #![cfg(feature = "vulkan")]
 
 use neuralrg::agreement::Agreement;
-use neuralrg::device::{AgreementJob, DeviceKind, dispatch};
+use neuralrg::device::{DeviceKind, agreement};
 
 #[test]
 fn vulkan_agrees_with_the_cpu_backend() {
-    match dispatch(false, DeviceKind::Vulkan(0), AgreementJob) {
+    match agreement(DeviceKind::Vulkan(0)) {
         Ok(a) => {
             eprintln!("{a:?}");
             assert!(

@@ -11,11 +11,12 @@ use std::process::ExitCode;
 use crate::analysis::{self, ReceptiveField};
 use crate::cli;
 use crate::device::{BackendJob, DeviceKind, dispatch};
+use crate::fused::FlowAutodiff;
 use crate::lattice::Lattice;
 use crate::plot::{self, MiFigure, ReceptiveFigure};
 use crate::run::{self, RunError, write_atomic};
 use crate::sample;
-use burn::tensor::{Tensor, TensorData, backend::AutodiffBackend};
+use burn::tensor::{Tensor, TensorData};
 use clap::Parser;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -65,8 +66,7 @@ struct Cli {
     /// Seed of the samples.
     #[arg(long, default_value_t = 7)]
     seed: u64,
-    /// Compute device: cpu (the fastest CPU backend, flex), flex, ndarray, cuda[:N],
-    /// vulkan[:N] or wgpu.
+    /// Compute device: cpu (Burn's Flex backend; also `flex`), cuda[:N], vulkan[:N] or wgpu.
     #[arg(long, default_value_t = DeviceKind::Cpu)]
     device: DeviceKind,
 }
@@ -133,7 +133,7 @@ struct Go {
 
 impl BackendJob for Go {
     type Output = Result<(), RunError>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+    fn run<B: FlowAutodiff>(self, device: B::Device) -> Self::Output {
         go::<B>(self.args, self.params, device)
     }
 }
@@ -148,7 +148,7 @@ fn csv_matrix(m: &[f64], vars: usize) -> String {
     s
 }
 
-fn go<B: AutodiffBackend>(
+fn go<B: FlowAutodiff>(
     args: Cli,
     params: run::Parameters,
     device: B::Device,

@@ -9,9 +9,9 @@ use std::process::Command;
 use std::time::Instant;
 
 use crate::device::{BackendJob, DeviceKind, dispatch};
+use crate::fused::FlowAutodiff;
 use crate::lattice::T_C;
 use crate::train::{TrainConfig, Trainer};
-use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 
 /// Benchmark the paper configuration on CPU and GPU devices.
@@ -21,8 +21,8 @@ struct Args {
     /// Lattice sizes to measure.
     #[arg(short = 'L', long, value_delimiter = ',', default_values_t = vec![4, 8, 16])]
     sizes: Vec<usize>,
-    /// Devices to measure (flex, ndarray, cuda[:N], vulkan[:N], wgpu).
-    #[arg(long, value_delimiter = ',', default_values_t = vec![DeviceKind::Flex, DeviceKind::Ndarray])]
+    /// Devices to measure (cpu, cuda[:N], vulkan[:N], wgpu).
+    #[arg(long, value_delimiter = ',', default_values_t = vec![DeviceKind::Cpu])]
     devices: Vec<DeviceKind>,
     /// Timed training epochs per measurement (after 2 warm-up epochs).
     #[arg(long, default_value_t = 10)]
@@ -67,7 +67,7 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-fn measure<B: AutodiffBackend>(
+fn measure<B: FlowAutodiff>(
     device: B::Device,
     name: &str,
     l: usize,
@@ -115,7 +115,7 @@ struct SamplingRow {
     hmc_latent: f64,
 }
 
-fn measure_sampling<B: AutodiffBackend>(
+fn measure_sampling<B: FlowAutodiff>(
     device: B::Device,
     name: &str,
     l: usize,
@@ -166,7 +166,7 @@ struct Child {
 
 impl BackendJob for Child {
     type Output = String;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> String {
+    fn run<B: FlowAutodiff>(self, device: B::Device) -> String {
         if self.sampling {
             let row = measure_sampling::<B>(device, &self.name, self.l, self.batch);
             serde_json::to_string(&row).unwrap()
@@ -296,7 +296,6 @@ pub fn main() {
 /// `bench --check`: each device against the CPU backend; the exit code.
 fn check(devices: &[DeviceKind]) -> i32 {
     use crate::agreement::Agreement;
-    use crate::device::AgreementJob;
     println!(
         "largest relative difference from the CPU backend (tolerance {})",
         Agreement::TOLERANCE
@@ -305,7 +304,7 @@ fn check(devices: &[DeviceKind]) -> i32 {
     println!("|---|---|---|---|---|");
     let mut code = 0;
     for &device in devices {
-        match dispatch(false, device, AgreementJob) {
+        match crate::device::agreement(device) {
             Ok(a) => {
                 println!(
                     "| {device} | {:.1e} | {:.1e} | {:.1e} | {} |",

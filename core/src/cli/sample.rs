@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use crate::cli;
 use crate::device::{BackendJob, DeviceKind, dispatch};
+use crate::fused::FlowAutodiff;
 use crate::hmc::{Chains, HmcConfig, Space};
 use crate::ising::Target;
 use crate::observables::{self, Estimate, Observables, spins_from_fields};
@@ -14,7 +15,6 @@ use crate::plot::{self, SpinFigure};
 use crate::run::{self, Parameters, RunError, write_atomic};
 use crate::sample::{self, npy_bytes};
 use crate::stats::tau_int;
-use burn::tensor::backend::AutodiffBackend;
 use clap::{Parser, ValueEnum};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -66,8 +66,7 @@ struct Cli {
     /// Output folder (default: the run folder's samples/ and pic/).
     #[arg(long)]
     out: Option<PathBuf>,
-    /// Compute device: cpu (the fastest CPU backend, flex), flex, ndarray, cuda[:N],
-    /// vulkan[:N] or wgpu.
+    /// Compute device: cpu (Burn's Flex backend; also `flex`), cuda[:N], vulkan[:N] or wgpu.
     #[arg(long, default_value_t = DeviceKind::Cpu)]
     device: DeviceKind,
 }
@@ -107,7 +106,7 @@ struct Drawn {
 
 impl BackendJob for Job {
     type Output = Result<(), RunError>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+    fn run<B: FlowAutodiff>(self, device: B::Device) -> Self::Output {
         let Job { args, params } = self;
         let lattice = params.config.lattice;
         let n_sites = lattice.sites();

@@ -30,11 +30,11 @@ use std::process::ExitCode;
 
 use crate::cli;
 use crate::device::{BackendJob, DeviceKind, dispatch};
+use crate::fused::FlowAutodiff;
 use crate::lattice::Lattice;
 use crate::plot::{self, SweepFigure};
 use crate::run::{self, Parameters, RunError, RunOptions, Summary, write_atomic};
 use crate::train::TrainConfig;
-use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
@@ -48,8 +48,7 @@ use serde::Deserialize;
 struct Cli {
     /// The settings file (TOML).
     settings: PathBuf,
-    /// Compute device: cpu (the fastest CPU backend, flex), flex, ndarray, cuda[:N],
-    /// vulkan[:N] or wgpu.
+    /// Compute device: cpu (Burn's Flex backend; also `flex`), cuda[:N], vulkan[:N] or wgpu.
     #[arg(long, default_value_t = DeviceKind::Cpu)]
     device: DeviceKind,
 }
@@ -195,7 +194,7 @@ fn read_summary(folder: &Path) -> Option<Summary> {
 
 impl BackendJob for Sweep {
     type Output = Result<(), RunError>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+    fn run<B: FlowAutodiff>(self, device: B::Device) -> Self::Output {
         let mut results = Vec::new();
         let total = self.runs.len();
         for (i, params) in self.runs.into_iter().enumerate() {

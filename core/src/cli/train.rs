@@ -8,10 +8,10 @@ use std::process::ExitCode;
 
 use crate::cli;
 use crate::device::{BackendJob, DeviceKind, dispatch};
+use crate::fused::FlowAutodiff;
 use crate::lattice::{Lattice, T_C};
 use crate::run::{self, Parameters, RunError, RunOptions};
 use crate::train::TrainConfig;
-use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -55,7 +55,7 @@ struct Cli {
     /// Checkpoints to keep in savings/ (the newest ones).
     #[arg(long, default_value_t = 3)]
     keep: usize,
-    /// Train in f64 (on the ndarray CPU backend; f32 is the default).
+    /// Train in f64 (on the CPU; f32 is the default).
     #[arg(long)]
     double: bool,
     /// Resume the run in --folder from its newest checkpoint (its parameters.json wins over the
@@ -107,8 +107,7 @@ struct Cli {
     /// Seed of the weights, masks and samples.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Compute device: cpu (the fastest CPU backend, flex), flex, ndarray, cuda[:N],
-    /// vulkan[:N] or wgpu.
+    /// Compute device: cpu (Burn's Flex backend; also `flex`), cuda[:N], vulkan[:N] or wgpu.
     #[arg(long, default_value_t = DeviceKind::Cpu)]
     device: DeviceKind,
 }
@@ -214,12 +213,12 @@ struct Go {
 
 impl BackendJob for Go {
     type Output = Result<(), RunError>;
-    fn run<B: AutodiffBackend>(self, device: B::Device) -> Self::Output {
+    fn run<B: FlowAutodiff>(self, device: B::Device) -> Self::Output {
         go::<B>(self.params, self.resume, device)
     }
 }
 
-fn go<B: AutodiffBackend>(
+fn go<B: FlowAutodiff>(
     mut params: Parameters,
     resume: bool,
     device: B::Device,

@@ -9,6 +9,48 @@ use burn::tensor::{Tensor, TensorData, backend::Backend};
 use rand::RngExt;
 use rand::rngs::StdRng;
 
+/// Runs the test `name` (this function's caller) with Flex computing in f64, and returns
+/// whether the body should run in this process. Flex takes its float type per process, fixed
+/// at the first tensor, so the test re-runs itself in a child process told to use f64 (the
+/// same way `train --double` does) and checks that it passed there:
+///
+/// ```ignore
+/// #[test]
+/// fn round_trips_f64() {
+///     if common::f64_process("round_trips_f64") { ... }
+/// }
+/// ```
+pub fn f64_process(name: &str) -> bool {
+    child_process(name, true)
+}
+
+/// Runs the test `name` again in a child process of its own (in f64 if `f64`), for tests that
+/// change process-wide settings; returns whether the body should run in this process (the
+/// child) and checks, in the parent, that it passed there.
+pub fn child_process(name: &str, f64: bool) -> bool {
+    const CHILD: &str = "NEURALRG_TEST_CHILD";
+    if let Some(kind) = std::env::var_os(CHILD) {
+        if kind == "f64" {
+            use burn::tensor::{DType, set_default_dtypes};
+            set_default_dtypes::<burn::backend::Flex>(&Default::default(), DType::F64, DType::I32)
+                .expect("f64 is set before the first tensor of the process");
+        }
+        return true;
+    }
+    let out = Command::new(std::env::current_exe().expect("own test binary"))
+        .args([name, "--exact", "--nocapture", "--test-threads", "1"])
+        .env(CHILD, if f64 { "f64" } else { "f32" })
+        .output()
+        .expect("re-run the test in a child process");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "{name} in its own process failed:\n{stdout}\n{stderr}"
+    );
+    false
+}
+
 /// Runs a binary with arguments.
 pub fn run(bin: &str, args: &[&str]) -> Output {
     Command::new(bin).args(args).output().expect("run binary")

@@ -1,0 +1,291 @@
+//! The fused block-layer operation against the reference tensor code it replaces: outputs,
+//! log-determinants and gradients (parameters and inputs) of single layers and of whole flows,
+//! L = 4 and 8, 1D and 2D, generate and infer, symmetrized and not, in f32 (both instruction
+//! sets of the CPU kernel) and f64; twenty training steps; the kernel's `exp` and `tanh`.
+//!
+//! Tolerances: f32 relative 1e-4 on outputs and log-determinants, 1e-3 on gradients; f64 1e-10.
+//! Relative differences are `|a - b| / max(|a|, |b|, 1)`, the largest over all entries.
+
+use std::sync::Arc;
+
+use burn::backend::{Autodiff, Flex};
+use burn::module::{Module, ModuleMapper, Param};
+use burn::tensor::{Tensor, TensorData, TensorPrimitive};
+use neuralrg::coupling::Direction;
+use neuralrg::flow::Flow;
+use neuralrg::fused::{self, FlowBackend, Kernel, LayerPlan, cpu};
+use neuralrg::lattice::Lattice;
+use neuralrg::mera::MeraConfig;
+use neuralrg::train::{TrainConfig, Trainer};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
+mod common;
+use common::Jitter;
+
+type Ad = Autodiff<Flex>;
+
+fn worst(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs() / a.abs().max(b.abs()).max(1.0))
+        .fold(0.0, f64::max)
+}
+
+fn host<B: burn::tensor::backend::Backend, const D: usize>(t: Tensor<B, D>) -> Vec<f64> {
+    t.into_data().iter::<f64>().collect()
+}
+
+fn tensor<B: burn::tensor::backend::Backend, const D: usize>(
+    v: Vec<f64>,
+    shape: [usize; D],
+) -> Tensor<B, D> {
+    Tensor::from_data(TensorData::new(v, shape), &Default::default())
+}
+
+fn uniform(n: usize, a: f64, seed: u64) -> Vec<f64> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    (0..n).map(|_| rng.random_range(-a..a)).collect()
+}
+
+fn config(l: usize, d: usize) -> MeraConfig {
+    let lattice = Lattice::new(l, d).unwrap();
+    MeraConfig {
+        lattice,
+        depth: lattice.depth(),
+        nrepeat: 1,
+        nlayers: 4,
+        nmlp: 2,
+        nhidden: 8,
+    }
+}
+
+/// The kernel against the reference on every block layer of the hierarchy, both directions:
+/// outputs (with the log-determinant column), and the backward pass.
+fn layers_agree(tol_out: f64, tol_grad: f64) {
+    for (l, d) in [(4, 2), (8, 2), (4, 1), (8, 1)] {
+        let c = config(l, d);
+        let mera = c.init::<Flex>(5, &Default::default());
+        let n = c.lattice.sites();
+        let batch = 37; // not a multiple of the lanes: partial groups
+        for (i, plan) in mera.plans().iter().enumerate() {
+            let p = c.block().num_params();
+            // Non-zero scales, weights of the usual size.
+            let params = uniform(p, 0.4, 100 + i as u64);
+            let state = uniform(batch * (n + 1), 2.0, 200 + i as u64);
+            let grad = uniform(batch * (n + 1), 1.0, 300 + i as u64);
+            for direction in [Direction::Generate, Direction::Infer] {
+                let what = format!("L={l} d={d} layer {i} {direction:?}");
+                let st = tensor::<Flex, 2>(state.clone(), [batch, n + 1]);
+                let pt = tensor::<Flex, 1>(params.clone(), [p]);
+                let gt = tensor::<Flex, 2>(grad.clone(), [batch, n + 1]);
+                let reference = fused::reference_layer(st.clone(), pt.clone(), plan, direction);
+                let kernel =
+                    fused::block_layer(Kernel::Fused, st.clone(), pt.clone(), plan, direction);
+                let diff = worst(&host(kernel), &host(reference));
+                assert!(diff < tol_out, "{what}: outputs differ by {diff:e}");
+
+                let (rs, rp) = fused::reference_layer_backward(
+                    st.clone(),
+                    pt.clone(),
+                    plan,
+                    direction,
+                    gt.clone(),
+                );
+                let (ks, kp) = Flex::block_layer_backward(
+                    st.into_primitive().tensor(),
+                    pt.into_primitive().tensor(),
+                    plan,
+                    direction,
+                    gt.into_primitive().tensor(),
+                );
+                let ks = Tensor::<Flex, 2>::from_primitive(TensorPrimitive::Float(ks));
+                let kp = Tensor::<Flex, 1>::from_primitive(TensorPrimitive::Float(kp));
+                let ds = worst(&host(ks), &host(rs));
+                let dp = worst(&host(kp), &host(rp));
+                assert!(ds < tol_grad, "{what}: input gradients differ by {ds:e}");
+                assert!(
+                    dp < tol_grad,
+                    "{what}: parameter gradients differ by {dp:e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn block_layers_match_the_reference_f32() {
+    cpu::use_portable(false);
+    eprintln!("instruction set: {:?}", cpu::isa());
+    layers_agree(1e-4, 1e-3);
+}
+
+#[test]
+fn block_layers_match_the_reference_f32_portable_code() {
+    if common::child_process("block_layers_match_the_reference_f32_portable_code", false) {
+        cpu::use_portable(true);
+        assert_eq!(cpu::isa(), cpu::Isa::Portable);
+        layers_agree(1e-4, 1e-3);
+    }
+}
+
+#[test]
+fn block_layers_match_the_reference_f64() {
+    if common::f64_process("block_layers_match_the_reference_f64") {
+        layers_agree(1e-10, 1e-10);
+    }
+}
+
+/// A jittered flow with `kernel`.
+fn flow(c: MeraConfig, symmetric: bool, kernel: Kernel) -> Flow<Ad> {
+    let f = Flow {
+        mera: c.init::<Ad>(7, &Default::default()).with_kernel(kernel),
+        symmetric,
+    };
+    f.map(&mut Jitter(StdRng::seed_from_u64(3), 0.3))
+        .map(&mut Leaves)
+}
+
+/// Makes every parameter a leaf of the autodiff graph again (after [`Jitter`]'s additions).
+struct Leaves;
+
+impl ModuleMapper<Ad> for Leaves {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<Ad, D>>) -> Param<Tensor<Ad, D>> {
+        let (id, t, mapper) = param.consume();
+        Param::from_mapped_value(id, t.detach().require_grad(), mapper)
+    }
+}
+
+/// What a flow computes, and its gradients with respect to the parameters and the input: the
+/// generated fields and `log q`, the inferred latents and `ln|det|`, and the gradients of a
+/// scalar that uses all of them.
+fn evaluate(f: &Flow<Ad>, batch: usize) -> Vec<Vec<f64>> {
+    let n = f.mera.sites();
+    let z = tensor::<Ad, 2>(uniform(batch * n, 1.5, 11), [batch, n]).require_grad();
+    let (x, lq) = f.generate(z.clone());
+    let (zz, ld) = f.mera.infer(x.clone().mul_scalar(0.7));
+    let lp = f.log_prob(x.clone());
+    let loss = x.clone().powi_scalar(2).sum()
+        + lq.clone().sum()
+        + zz.clone().sin().sum()
+        + ld.clone().sum()
+        + lp.clone().sum();
+    let grads = loss.backward();
+    let mut out = vec![
+        host(x.inner()),
+        host(lq.inner()),
+        host(zz.inner()),
+        host(ld.inner()),
+        host(lp.inner()),
+        host(z.grad(&grads).expect("z requires grad")),
+    ];
+    for b in &f.mera.blocks {
+        out.push(host(
+            b.params.grad(&grads).expect("parameters require grad"),
+        ));
+    }
+    out
+}
+
+#[test]
+fn whole_flows_match_the_reference_with_gradients() {
+    for (l, d) in [(4, 2), (8, 2), (4, 1), (8, 1)] {
+        for symmetric in [false, true] {
+            let c = config(l, d);
+            let fused = evaluate(&flow(c, symmetric, Kernel::Fused), 24);
+            let reference = evaluate(&flow(c, symmetric, Kernel::Reference), 24);
+            for (k, (a, b)) in fused.iter().zip(&reference).enumerate() {
+                let tol = if k < 5 { 1e-4 } else { 1e-3 };
+                let diff = worst(a, b);
+                assert!(
+                    diff < tol,
+                    "L={l} d={d} symmetric={symmetric}, quantity {k}: {diff:e}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn twenty_training_steps_match_the_reference() {
+    let config =
+        TrainConfig::from_query("L=8&d=2&nlayers=4&nmlp=2&nhidden=8&batch=64&seed=3").unwrap();
+    let mut fused = Trainer::<Ad>::new(config.clone(), &Default::default()).unwrap();
+    let mut reference = Trainer::<Ad>::new(config, &Default::default()).unwrap();
+    reference.set_kernel(Kernel::Reference);
+    for epoch in 1..=20 {
+        let a = fused.step().unwrap();
+        let b = reference.step().unwrap();
+        let diff = ((a.loss - b.loss) / b.loss).abs();
+        // Twenty Adam steps from the same start: rounding differences stay far below 1e-3.
+        assert!(
+            diff < 1e-4,
+            "epoch {epoch}: loss {} vs {} ({diff:e})",
+            a.loss,
+            b.loss
+        );
+    }
+    let pa = neuralrg::checkpoint::flat_parameters(&fused.flow_valid());
+    let pb = neuralrg::checkpoint::flat_parameters(&reference.flow_valid());
+    let diff = worst(&pa, &pb);
+    assert!(diff < 1e-4, "parameters after 20 steps differ by {diff:e}");
+}
+
+#[test]
+fn the_kernel_does_not_depend_on_the_number_of_threads() {
+    // Chunks of rows are summed in a fixed order: one thread and all threads give the same bits.
+    let c = config(8, 2);
+    let mera = c.init::<Flex>(5, &Default::default());
+    let plan: &Arc<LayerPlan> = &mera.plans()[0];
+    let p = c.block().num_params();
+    let batch = 600; // more rows than one chunk
+    let params: Vec<f32> = uniform(p, 0.4, 1).iter().map(|&v| v as f32).collect();
+    let state: Vec<f32> = uniform(batch * 65, 2.0, 2)
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    let grad: Vec<f32> = uniform(batch * 65, 1.0, 3)
+        .iter()
+        .map(|&v| v as f32)
+        .collect();
+    let all = cpu::backward(&state, &params, &grad, plan, Direction::Infer);
+    let one = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap()
+        .install(|| cpu::backward(&state, &params, &grad, plan, Direction::Infer));
+    assert_eq!(all, one);
+}
+
+#[test]
+fn polynomial_exp_and_tanh_are_accurate() {
+    let mut worst_exp = 0.0f64;
+    let mut worst_tanh = 0.0f64;
+    let steps = 400_000;
+    for i in 0..=steps {
+        let x = -87.0 + 175.0 * i as f64 / steps as f64;
+        let xf = x as f32;
+        let exact = (xf as f64).exp();
+        let t = -10.0 + 20.0 * i as f64 / steps as f64;
+        let tf = t as f32;
+        for (e, th) in [
+            (cpu::exp_f32(xf), cpu::tanh_f32(tf)),
+            (
+                cpu::exp_f32_with::<true>(xf),
+                cpu::tanh_f32_with::<true>(tf),
+            ),
+        ] {
+            worst_exp = worst_exp.max(((e as f64) - exact).abs() / exact);
+            worst_tanh = worst_tanh.max(((th as f64) - (tf as f64).tanh()).abs());
+        }
+    }
+    eprintln!("exp: relative error {worst_exp:e}; tanh: absolute error {worst_tanh:e}");
+    assert!(worst_exp < 3e-7, "exp relative error {worst_exp:e}");
+    assert!(worst_tanh < 3e-7, "tanh absolute error {worst_tanh:e}");
+    assert_eq!(cpu::exp_f32(-100.0), 0.0);
+    assert_eq!(cpu::exp_f32(100.0), f32::INFINITY);
+    assert!(cpu::exp_f32(f32::NAN).is_nan() && cpu::tanh_f32(f32::NAN).is_nan());
+    assert_eq!(cpu::tanh_f32(30.0), 1.0);
+    assert_eq!(cpu::tanh_f32(-30.0), -1.0);
+}
