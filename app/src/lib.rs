@@ -85,7 +85,7 @@ struct Stats {
     f: f64,
     f_first: f64,
     relative_error: f64,
-    /// Median wall time of the last 9 steps.
+    /// Median wall time of the last 9 steps (never the first, which compiles GPU kernels).
     ms_per_step: f64,
 }
 
@@ -234,15 +234,18 @@ async fn worker(ui: Ui) {
                         history
                             .train
                             .push((s.epoch as f64, s.f, s.f_stderr, s.relative_error));
-                        let mut recent = step_ms[step_ms.len().saturating_sub(9)..].to_vec();
+                        // The last 9 steps, never the first (it compiles the GPU kernels).
+                        let from = step_ms
+                            .len()
+                            .saturating_sub(9)
+                            .max(usize::from(step_ms.len() > 1));
+                        let mut recent = step_ms[from..].to_vec();
                         recent.sort_by(f64::total_cmp);
                         ui.stats.set(Stats {
                             epoch: s.epoch,
                             f: s.f,
                             f_first: history.train[0].1,
                             relative_error: s.relative_error,
-                            // The median of the last steps: GPU backends compile kernels
-                            // during the first steps.
                             ms_per_step: recent[recent.len() / 2],
                         });
                     }

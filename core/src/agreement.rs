@@ -1,12 +1,17 @@
-//! Does a backend compute what the CPU computes? The largest relative differences between a
-//! backend and Burn's Flex CPU backend on a tiny flow: the check behind the GPU tests (native
-//! Vulkan, CUDA, WebGPU in the browser) and `bench --check`.
+//! Does a backend compute what the CPU computes, and do its fused block layers compute what the
+//! reference tensor code computes? The largest relative differences between a backend and Burn's
+//! Flex CPU backend on a tiny flow ([`agreement`]), and between the fused kernels and the
+//! reference on one backend ([`kernels`]): the checks behind the kernel tests (Flex natively and
+//! in the browser, Vulkan, WebGPU) and `bench --check`.
 
-use crate::fused::{FlowAutodiff, FlowBackend};
+use crate::fused::{FlowAutodiff, FlowBackend, Kernel};
+use crate::lattice::Lattice;
+use crate::mera::MeraConfig;
 use burn::backend::{Autodiff, Flex};
+use burn::module::{Module, ModuleMapper, Param};
 use burn::tensor::{Tensor, TensorData};
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 
 use crate::flow::Flow;
 use crate::host::{block_on, read};
@@ -108,4 +113,125 @@ async fn log_q<B: FlowBackend>(flow: &Flow<B>, x: &[f64], device: &B::Device) ->
         device,
     );
     read(flow.log_prob(t)).await
+}
+
+/// Largest relative differences between a backend's fused block layers and the reference tensor
+/// code on the same backend, over flows with L = 4 and 8, 1D and 2D, symmetrized and not (four
+/// coupling layers, nmlp 2, nhidden 8, every parameter jittered so that the scales are not
+/// zero): `outputs` compares the generated fields and `log q`, the inferred latents and
+/// `ln|det|`, and the symmetrized `log q`; `gradients` the gradients of a scalar that uses all of
+/// them with respect to the input `z` and to every block's parameters.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct KernelAgreement {
+    pub outputs: f64,
+    pub gradients: f64,
+}
+
+impl KernelAgreement {
+    /// f32 tolerances: relative 1e-4 on outputs, 1e-3 on gradients.
+    pub fn holds_f32(&self) -> bool {
+        self.outputs <= 1e-4 && self.gradients <= 1e-3
+    }
+}
+
+/// [`kernels_async`], blocking (native).
+pub fn kernels<B: FlowAutodiff>(device: &B::Device) -> KernelAgreement {
+    block_on(kernels_async::<B>(device))
+}
+
+/// Compares the fused block layers of backend `B` with its reference tensor code (see
+/// [`KernelAgreement`]).
+pub async fn kernels_async<B: FlowAutodiff>(device: &B::Device) -> KernelAgreement {
+    let mut worst_out: f64 = 0.0;
+    let mut worst_grad: f64 = 0.0;
+    for (l, d) in [(4, 2), (8, 2), (4, 1), (8, 1)] {
+        let lattice = Lattice::new(l, d).expect("valid lattice");
+        let config = MeraConfig {
+            lattice,
+            depth: lattice.depth(),
+            nrepeat: 1,
+            nlayers: 4,
+            nmlp: 2,
+            nhidden: 8,
+        };
+        for symmetric in [false, true] {
+            let fused =
+                evaluate::<B>(&jittered::<B>(config, symmetric, Kernel::Fused, device)).await;
+            let reference =
+                evaluate::<B>(&jittered::<B>(config, symmetric, Kernel::Reference, device)).await;
+            for (k, (a, b)) in fused.iter().zip(&reference).enumerate() {
+                let w = worst(a, b);
+                if k < 5 {
+                    worst_out = worst_out.max(w);
+                } else {
+                    worst_grad = worst_grad.max(w);
+                }
+            }
+        }
+    }
+    KernelAgreement {
+        outputs: worst_out,
+        gradients: worst_grad,
+    }
+}
+
+/// Adds uniform noise in `(-0.3, 0.3)` to every parameter and makes it a leaf of the graph.
+struct Jitter(StdRng);
+
+impl<B: FlowAutodiff> ModuleMapper<B> for Jitter {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<B, D>>) -> Param<Tensor<B, D>> {
+        let (id, t, mapper) = param.consume();
+        let shape = t.shape();
+        let noise: Vec<f64> = (0..shape.num_elements())
+            .map(|_| self.0.random_range(-0.3..0.3))
+            .collect();
+        let t = t.clone() + Tensor::from_data(TensorData::new(noise, shape), &t.device());
+        Param::from_mapped_value(id, t.detach().require_grad(), mapper)
+    }
+}
+
+fn jittered<B: FlowAutodiff>(
+    config: MeraConfig,
+    symmetric: bool,
+    kernel: Kernel,
+    device: &B::Device,
+) -> Flow<B> {
+    Flow {
+        mera: config.init::<B>(7, device).with_kernel(kernel),
+        symmetric,
+    }
+    .map(&mut Jitter(StdRng::seed_from_u64(3)))
+}
+
+/// What a flow computes on a fixed batch, and the gradients of one scalar built from all of it.
+async fn evaluate<B: FlowAutodiff>(flow: &Flow<B>) -> Vec<Vec<f64>> {
+    let n = flow.mera.sites();
+    let batch = 24;
+    let mut rng = StdRng::seed_from_u64(11);
+    let z: Vec<f64> = (0..batch * n)
+        .map(|_| rng.random_range(-1.5..1.5))
+        .collect();
+    let z = Tensor::<B, 2>::from_data(TensorData::new(z, [batch, n]), &flow.mera.device())
+        .require_grad();
+    let (x, lq) = flow.generate(z.clone());
+    let (zz, ld) = flow.mera.infer(x.clone().mul_scalar(0.7));
+    let lp = flow.log_prob(x.clone());
+    let loss = x.clone().powi_scalar(2).sum()
+        + lq.clone().sum()
+        + zz.clone().sin().sum()
+        + ld.clone().sum()
+        + lp.clone().sum();
+    let grads = loss.backward();
+    let mut out = vec![
+        read(x.inner()).await,
+        read(lq.inner()).await,
+        read(zz.inner()).await,
+        read(ld.inner()).await,
+        read(lp.inner()).await,
+        read(z.grad(&grads).expect("z requires grad")).await,
+    ];
+    for b in &flow.mera.blocks {
+        out.push(read(b.params.grad(&grads).expect("parameters require grad")).await);
+    }
+    out
 }

@@ -226,9 +226,30 @@ fn cuda_path() -> Option<std::path::PathBuf> {
 }
 
 /// The Vulkan adapter `n` (or wgpu's default adapter when `None`), started, with its name.
-/// Refuses, naming what is missing, when there is no such adapter.
+/// Refuses, naming what is missing, when there is no such adapter. Each adapter is started once
+/// per process (Burn's runtime cannot be started twice on one device).
 #[cfg(feature = "wgpu")]
 pub fn wgpu_device(n: Option<usize>) -> Result<(burn::backend::wgpu::WgpuDevice, String), String> {
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+    type Started = HashMap<Option<usize>, (burn::backend::wgpu::WgpuDevice, String)>;
+    static STARTED: OnceLock<Mutex<Started>> = OnceLock::new();
+    let mut started = STARTED
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = started.get(&n) {
+        return Ok(found.clone());
+    }
+    let found = start_wgpu_device(n)?;
+    started.insert(n, found.clone());
+    Ok(found)
+}
+
+#[cfg(feature = "wgpu")]
+fn start_wgpu_device(
+    n: Option<usize>,
+) -> Result<(burn::backend::wgpu::WgpuDevice, String), String> {
     use burn::backend::wgpu::{RuntimeOptions, WgpuDevice, graphics, init_setup};
     use wgpu::{Backends, DeviceType, Instance, InstanceDescriptor};
 
@@ -306,6 +327,14 @@ pub fn agreement(device: DeviceKind) -> Result<crate::agreement::Agreement, Devi
     dispatch(false, device, AgreementJob)
 }
 
+/// [`crate::agreement::kernels`] on `device`: its fused block layers against its reference
+/// tensor code (the GPU tests, `bench --check`). Not generic, like [`agreement`].
+pub fn kernel_agreement(
+    device: DeviceKind,
+) -> Result<crate::agreement::KernelAgreement, DeviceError> {
+    dispatch(false, device, KernelJob)
+}
+
 /// [`crate::agreement::agreement`] as a job for [`dispatch`].
 struct AgreementJob;
 
@@ -313,6 +342,16 @@ impl BackendJob for AgreementJob {
     type Output = crate::agreement::Agreement;
     fn run<B: FlowAutodiff>(self, device: B::Device) -> Self::Output {
         crate::agreement::agreement::<B>(&device)
+    }
+}
+
+/// [`crate::agreement::kernels`] as a job for [`dispatch`].
+struct KernelJob;
+
+impl BackendJob for KernelJob {
+    type Output = crate::agreement::KernelAgreement;
+    fn run<B: FlowAutodiff>(self, device: B::Device) -> Self::Output {
+        crate::agreement::kernels::<B>(&device)
     }
 }
 

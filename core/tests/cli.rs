@@ -97,6 +97,29 @@ fn truncated_checkpoint_is_refused() {
     assert_refused(&train(&["-folder", folder]), "--load");
 }
 
+/// A checkpoint of the first format (17 tensors per coupling layer, masks re-derived from the
+/// seed) is refused with both versions named, exit code 2.
+#[test]
+fn a_checkpoint_of_the_old_format_is_refused_naming_both_versions() {
+    let dir = scratch("old-format");
+    let folder = dir.to_str().unwrap();
+    let mut args = SMALL.to_vec();
+    args.extend(["-epochs", "1", "-folder", folder]);
+    assert!(train(&args).status.success());
+    let (_, newest) = run::checkpoints(&dir).pop().unwrap();
+    let mut bytes = std::fs::read(&newest).unwrap();
+    bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&newest, &bytes).unwrap();
+    let out = train(&["-load", "-folder", folder, "-epochs", "2"]);
+    assert_refused(&out, "version 1");
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains(&format!("reads version {}", neuralrg::checkpoint::VERSION)),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn records(folder: &Path) -> Vec<String> {
     // Everything but the wall-clock column.
     std::fs::read_to_string(folder.join("records/train.csv"))

@@ -60,16 +60,16 @@ fn a_sweep_trains_skips_and_resumes() {
     assert_eq!(stderr.matches("finished, skipped").count(), 4, "{stderr}");
 
     // An interrupted run (no summary yet) is resumed from its checkpoint, the others skipped.
-    std::fs::remove_file(folder.join("T3.0000_depth2/summary.json")).unwrap();
+    std::fs::remove_file(folder.join("T3.0_depth2/summary.json")).unwrap();
     let out = sweep(&[s]);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     assert_eq!(stderr.matches("finished, skipped").count(), 3, "{stderr}");
     assert!(
-        stderr.contains("T=3.0000 depth=2: resuming at epoch 3"),
+        stderr.contains("T=3.0 depth=2: resuming at epoch 3"),
         "{stderr}"
     );
-    assert!(folder.join("T3.0000_depth2/summary.json").exists());
+    assert!(folder.join("T3.0_depth2/summary.json").exists());
 }
 
 #[test]

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use crate::device::{BackendJob, DeviceKind, dispatch};
 use crate::fused::FlowAutodiff;
+use crate::fused::Kernel;
 use crate::lattice::T_C;
 use crate::train::{TrainConfig, Trainer};
 use clap::Parser;
@@ -39,6 +40,10 @@ struct Args {
     /// a tiny flow; relative tolerance 1e-3) and print a table; exit code 1 if one disagrees.
     #[arg(long)]
     check: bool,
+    /// Run the block layers with the reference tensor code instead of the fused kernels (the
+    /// path they replace, for comparison).
+    #[arg(long)]
+    reference: bool,
     /// Internal: run one measurement and print it as JSON.
     #[arg(long, hide = true, num_args = 2)]
     child: Option<Vec<String>>,
@@ -73,11 +78,13 @@ fn measure<B: FlowAutodiff>(
     l: usize,
     epochs: usize,
     batch: usize,
+    kernel: Kernel,
 ) -> Row {
     let mut config = TrainConfig::paper(l, 2, T_C).expect("valid paper configuration");
     config.batch = batch;
     let t0 = Instant::now();
     let mut trainer = Trainer::<B>::new(config.clone(), &device).expect("valid");
+    trainer.set_kernel(kernel);
     trainer.step().expect("finite loss");
     let startup_s = t0.elapsed().as_secs_f64();
     trainer.step().expect("finite loss");
@@ -120,12 +127,14 @@ fn measure_sampling<B: FlowAutodiff>(
     name: &str,
     l: usize,
     batch: usize,
+    kernel: Kernel,
 ) -> SamplingRow {
     use crate::hmc::{Chains, HmcConfig, Space};
     use crate::ising::Target;
     use crate::sample;
     let config = TrainConfig::paper(l, 2, T_C).expect("valid paper configuration");
-    let trainer = Trainer::<B>::new(config.clone(), &device).expect("valid");
+    let mut trainer = Trainer::<B>::new(config.clone(), &device).expect("valid");
+    trainer.set_kernel(kernel);
     let flow = trainer.flow_valid();
     let target = Target::<B::InnerBackend>::new(config.relaxation(), &device);
     let mut rng = config.epoch_rng(0);
@@ -162,16 +171,24 @@ struct Child {
     epochs: usize,
     batch: usize,
     sampling: bool,
+    kernel: Kernel,
 }
 
 impl BackendJob for Child {
     type Output = String;
     fn run<B: FlowAutodiff>(self, device: B::Device) -> String {
         if self.sampling {
-            let row = measure_sampling::<B>(device, &self.name, self.l, self.batch);
+            let row = measure_sampling::<B>(device, &self.name, self.l, self.batch, self.kernel);
             serde_json::to_string(&row).unwrap()
         } else {
-            let row = measure::<B>(device, &self.name, self.l, self.epochs, self.batch);
+            let row = measure::<B>(
+                device,
+                &self.name,
+                self.l,
+                self.epochs,
+                self.batch,
+                self.kernel,
+            );
             serde_json::to_string(&row).unwrap()
         }
     }
@@ -186,6 +203,11 @@ pub fn main() {
             epochs: args.epochs,
             batch: args.batch,
             sampling: args.sampling,
+            kernel: if args.reference {
+                Kernel::Reference
+            } else {
+                Kernel::Fused
+            },
         };
         let device: DeviceKind = child[0].parse().expect("device");
         match dispatch(false, device, job) {
@@ -201,6 +223,14 @@ pub fn main() {
         std::process::exit(check(&args.devices));
     }
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
+    let threads = format!(
+        "{threads}; block layers: {}",
+        if args.reference {
+            "reference tensor code"
+        } else {
+            "fused kernels"
+        }
+    );
     let exe = std::env::current_exe().expect("own path");
     if args.sampling {
         println!(
@@ -223,6 +253,7 @@ pub fn main() {
                         "--batch",
                         &args.batch.to_string(),
                     ])
+                    .args(args.reference.then_some("--reference"))
                     .output()
                     .expect("run the measurement");
                 match serde_json::from_str::<SamplingRow>(
@@ -266,6 +297,7 @@ pub fn main() {
                     "--batch",
                     &args.batch.to_string(),
                 ])
+                .args(args.reference.then_some("--reference"))
                 .output()
                 .expect("run the measurement");
             let gpu_mb = poller.map_or("-".to_string(), |p| format!("{:.0}", p.peak_mb()));
@@ -297,28 +329,39 @@ pub fn main() {
 fn check(devices: &[DeviceKind]) -> i32 {
     use crate::agreement::Agreement;
     println!(
-        "largest relative difference from the CPU backend (tolerance {})",
+        "largest relative difference from the CPU backend (tolerance {}), and of the fused block \
+         layers from the reference tensor code on the device (outputs 1e-4, gradients 1e-3)",
         Agreement::TOLERANCE
     );
-    println!("| device | training | sampling | log-density | verdict |");
-    println!("|---|---|---|---|---|");
+    println!(
+        "| device | training | sampling | log-density | fused: outputs | fused: gradients | verdict |"
+    );
+    println!("|---|---|---|---|---|---|---|");
     let mut code = 0;
     for &device in devices {
-        match crate::device::agreement(device) {
-            Ok(a) => {
+        let result = crate::device::agreement(device)
+            .and_then(|a| Ok((a, crate::device::kernel_agreement(device)?)));
+        match result {
+            Ok((a, k)) => {
+                let holds = a.holds() && k.holds_f32();
                 println!(
-                    "| {device} | {:.1e} | {:.1e} | {:.1e} | {} |",
+                    "| {device} | {:.1e} | {:.1e} | {:.1e} | {:.1e} | {:.1e} | {} |",
                     a.training,
                     a.sampling,
                     a.log_density,
-                    if a.holds() { "agrees" } else { "DISAGREES" }
+                    k.outputs,
+                    k.gradients,
+                    if holds { "agrees" } else { "DISAGREES" }
                 );
-                if !a.holds() {
+                if !holds {
                     code = 1;
                 }
             }
             Err(e) => {
-                println!("| {device} | - | - | - | unavailable: {} |", e.reason);
+                println!(
+                    "| {device} | - | - | - | - | - | unavailable: {} |",
+                    e.reason
+                );
                 code = 1;
             }
         }

@@ -140,7 +140,8 @@ fn plan(settings: &Settings) -> Result<Vec<Parameters>, RunError> {
             config.alpha = tr.alpha.unwrap_or(config.alpha);
             config.seed = tr.seed.unwrap_or(config.seed);
             config.validate().map_err(bad)?;
-            let name = format!("T{t:.4}_depth{depth}");
+            // The temperature to full precision: two temperatures are two runs.
+            let name = format!("T{t:?}_depth{depth}");
             runs.push(Parameters {
                 options: RunOptions {
                     folder: settings.folder.join(&name),
@@ -202,7 +203,7 @@ impl BackendJob for Sweep {
             let (t, depth) = (params.config.t, params.config.depth);
             if let Some(s) = read_summary(&folder).filter(|s| s.epochs >= params.options.epochs) {
                 eprintln!(
-                    "[{}/{total}] T={t:.4} depth={depth}: finished, skipped",
+                    "[{}/{total}] T={t:?} depth={depth}: finished, skipped",
                     i + 1
                 );
                 results.push((depth, s));
@@ -211,7 +212,7 @@ impl BackendJob for Sweep {
             let resume = !run::checkpoints(&folder).is_empty();
             let trainer = run::open::<B>(&params, resume, &device)?;
             eprintln!(
-                "[{}/{total}] T={t:.4} depth={depth}: {} at epoch {}",
+                "[{}/{total}] T={t:?} depth={depth}: {} at epoch {}",
                 i + 1,
                 if resume { "resuming" } else { "training" },
                 trainer.epoch

@@ -16,6 +16,10 @@
 
 mod autodiff;
 pub mod cpu;
+#[cfg(feature = "gpu-kernels")]
+mod cube;
+#[cfg(feature = "gpu-kernels")]
+mod fusion;
 
 use std::sync::Arc;
 
@@ -211,9 +215,3 @@ pub fn block_layer<B: FlowBackend>(
         direction,
     ))
 }
-
-/// Backends without a kernel of their own: the reference tensor code.
-#[cfg(any(feature = "wgpu", feature = "webgpu"))]
-impl FlowBackend for burn::backend::Wgpu {}
-#[cfg(all(feature = "cuda", not(target_arch = "wasm32")))]
-impl FlowBackend for burn::backend::Cuda {}
