@@ -92,8 +92,27 @@ fn layers_agree(tol_out: f64, tol_grad: f64) {
                     direction,
                     gt.clone(),
                 );
-                let (ks, kp) = Flex::block_layer_backward(
+                // Training's forward pass gives the same state and saves what the backward needs.
+                let (trained, saved) = Flex::block_layer_train(
                     st.into_primitive().tensor(),
+                    pt.clone().into_primitive().tensor(),
+                    plan,
+                    direction,
+                );
+                let trained = Tensor::<Flex, 2>::from_primitive(TensorPrimitive::Float(trained));
+                let reference = fused::reference_layer(
+                    tensor::<Flex, 2>(state.clone(), [batch, n + 1]),
+                    pt.clone(),
+                    plan,
+                    direction,
+                );
+                let diff = worst(&host(trained), &host(reference));
+                assert!(
+                    diff < tol_out,
+                    "{what}: training outputs differ by {diff:e}"
+                );
+                let (ks, kp) = Flex::block_layer_backward(
+                    saved,
                     pt.into_primitive().tensor(),
                     plan,
                     direction,
@@ -196,12 +215,20 @@ fn the_kernel_does_not_depend_on_the_number_of_threads() {
         .iter()
         .map(|&v| v as f32)
         .collect();
-    let all = cpu::backward(&state, &params, &grad, plan, Direction::Infer);
     let one = rayon::ThreadPoolBuilder::new()
         .num_threads(1)
         .build()
-        .unwrap()
-        .install(|| cpu::backward(&state, &params, &grad, plan, Direction::Infer));
+        .unwrap();
+    let (out_all, saved_all) = cpu::forward_saving(&state, &params, plan, Direction::Infer);
+    let (out_one, saved_one) =
+        one.install(|| cpu::forward_saving(&state, &params, plan, Direction::Infer));
+    assert_eq!((&out_all, &saved_all), (&out_one, &saved_one));
+    assert_eq!(
+        out_all,
+        cpu::forward(&state, &params, plan, Direction::Infer)
+    );
+    let all = cpu::backward(&saved_all, &params, &grad, plan, Direction::Infer);
+    let one = one.install(|| cpu::backward(&saved_one, &params, &grad, plan, Direction::Infer));
     assert_eq!(all, one);
 }
 

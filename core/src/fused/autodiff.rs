@@ -1,7 +1,8 @@
 //! The block layer on Burn's autodiff backend: one graph node per layer, whose backward pass is
 //! the inner backend's [`FlowBackend::block_layer_backward`] (the pattern of Burn's
-//! `examples/custom-cubecl-kernel`). The node keeps only its input state and the parameters;
-//! the kernel recomputes the coupling layers' activations in the backward pass.
+//! `examples/custom-cubecl-kernel`). The node keeps what the inner backend's forward pass saved
+//! (the kernels: each coupling layer's input) and the parameters; the kernel recomputes the
+//! MLPs' activations in the backward pass.
 
 use std::sync::Arc;
 
@@ -19,8 +20,8 @@ use crate::coupling::Direction;
 struct BlockLayerBackward;
 
 impl<B: FlowBackend> Backward<B, 2> for BlockLayerBackward {
-    /// The input state and the parameters (checkpointed), the layer, the direction.
-    type State = (NodeId, NodeId, Arc<LayerPlan>, Direction);
+    /// What the forward pass saved, the parameters (checkpointed), the layer, the direction.
+    type State = (FloatTensor<B>, NodeId, Arc<LayerPlan>, Direction);
 
     fn backward(
         self,
@@ -30,11 +31,10 @@ impl<B: FlowBackend> Backward<B, 2> for BlockLayerBackward {
     ) {
         let [node_state, node_params] = ops.parents;
         let grad = grads.consume::<B>(&ops.node);
-        let (state, params, plan, direction) = ops.state;
-        let state: FloatTensor<B> = checkpointer.retrieve_node_output(state);
+        let (saved, params, plan, direction) = ops.state;
         let params: FloatTensor<B> = checkpointer.retrieve_node_output(params);
         let (grad_state, grad_params) =
-            B::block_layer_backward(state, params, &plan, direction, grad);
+            B::block_layer_backward(saved, params, &plan, direction, grad);
         if let Some(node) = node_state {
             grads.register::<B>(node.id, grad_state);
         }
@@ -68,10 +68,10 @@ impl<B: FlowBackend, C: CheckpointStrategy> FlowBackend for Autodiff<B, C> {
             .stateful()
         {
             OpsKind::Tracked(mut prep) => {
-                let state_id = prep.checkpoint(&state);
                 let params_id = prep.checkpoint(&params);
-                let out = B::block_layer(state.primitive, params.primitive, plan, direction);
-                prep.finish((state_id, params_id, plan.clone(), direction), out)
+                let (out, saved) =
+                    B::block_layer_train(state.primitive, params.primitive, plan, direction);
+                prep.finish((saved, params_id, plan.clone(), direction), out)
             }
             OpsKind::UnTracked(prep) => prep.finish(B::block_layer(
                 state.primitive,
@@ -83,7 +83,7 @@ impl<B: FlowBackend, C: CheckpointStrategy> FlowBackend for Autodiff<B, C> {
     }
 
     fn block_layer_backward(
-        _state: FloatTensor<Self>,
+        _saved: FloatTensor<Self>,
         _params: FloatTensor<Self>,
         _plan: &Arc<LayerPlan>,
         _direction: Direction,

@@ -10,9 +10,9 @@
 //! 3e-7, both tested), the standard library's in f64. The ELU's and tanh's derivatives are taken
 //! from their outputs.
 //!
-//! The backward pass keeps nothing from the forward pass but its input: it recomputes the
-//! coupling layers of a group of rows, keeping each coupling layer's input (`nlayers x width`
-//! lane vectors), then walks them back, recomputing each MLP's activations once more. Parameter
+//! For training, the forward pass keeps each coupling layer's input of every row (`nlayers x
+//! width` values per row) and nothing else; the backward pass walks the coupling layers back
+//! from those, recomputing each MLP's activations. Parameter
 //! gradients accumulate per lane and are summed over lanes at the end of each chunk of rows, and
 //! the chunks' sums are added in chunk order: the result does not depend on the number of
 //! threads. Chunks run on rayon's threads natively (`RAYON_NUM_THREADS`), one after another in
@@ -56,28 +56,59 @@ impl FlowBackend for Flex {
         FlexTensor::from_data(data)
     }
 
-    fn block_layer_backward(
+    fn block_layer_train(
         state: FlexTensor,
+        params: FlexTensor,
+        plan: &Arc<LayerPlan>,
+        direction: Direction,
+    ) -> (FlexTensor, FlexTensor) {
+        let shape = state.shape();
+        let (state, params) = (state.to_contiguous(), params.to_contiguous());
+        fn pack<E: burn::tensor::Element>(
+            (out, saved): (Vec<E>, Vec<E>),
+            shape: burn::tensor::Shape,
+        ) -> (FlexTensor, FlexTensor) {
+            let n = saved.len();
+            (
+                FlexTensor::from_data(TensorData::new(out, shape)),
+                FlexTensor::from_data(TensorData::new(saved, [n])),
+            )
+        }
+        match state.dtype() {
+            DType::F32 => pack(
+                forward_saving::<f32>(slice(&state), slice(&params), plan, direction),
+                shape,
+            ),
+            DType::F64 => pack(
+                forward_saving::<f64>(slice(&state), slice(&params), plan, direction),
+                shape,
+            ),
+            other => panic!("the CPU block-layer kernel runs in f32 or f64, not {other:?}"),
+        }
+    }
+
+    fn block_layer_backward(
+        saved: FlexTensor,
         params: FlexTensor,
         plan: &Arc<LayerPlan>,
         direction: Direction,
         grad: FlexTensor,
     ) -> (FlexTensor, FlexTensor) {
-        let (shape, pshape) = (state.shape(), params.shape());
-        let (state, params, grad) = (
-            state.to_contiguous(),
+        let (shape, pshape) = (grad.shape(), params.shape());
+        let (saved, params, grad) = (
+            saved.to_contiguous(),
             params.to_contiguous(),
             grad.to_contiguous(),
         );
-        let (gs, gp) = match state.dtype() {
+        let (gs, gp) = match grad.dtype() {
             DType::F32 => {
                 let (gs, gp) =
-                    backward::<f32>(slice(&state), slice(&params), slice(&grad), plan, direction);
+                    backward::<f32>(slice(&saved), slice(&params), slice(&grad), plan, direction);
                 (TensorData::new(gs, shape), TensorData::new(gp, pshape))
             }
             DType::F64 => {
                 let (gs, gp) =
-                    backward::<f64>(slice(&state), slice(&params), slice(&grad), plan, direction);
+                    backward::<f64>(slice(&saved), slice(&params), slice(&grad), plan, direction);
                 (TensorData::new(gs, shape), TensorData::new(gp, pshape))
             }
             other => panic!("the CPU block-layer kernel runs in f32 or f64, not {other:?}"),
@@ -626,6 +657,7 @@ fn scatter<F: Real, const L: usize>(
 }
 
 #[inline(always)]
+#[allow(clippy::too_many_arguments)]
 fn forward_chunk<F: Real, const L: usize, const FMA: bool>(
     g: &Geometry,
     state: &[F],
@@ -633,15 +665,26 @@ fn forward_chunk<F: Real, const L: usize, const FMA: bool>(
     first: usize,
     ld_rows: &mut [F],
     out: Shared<F>,
+    saved: Option<Shared<F>>,
 ) {
     let mut scratch = Scratch::<F, L>::new(g);
     let rows = ld_rows.len();
+    let (w, nl) = (g.width(), g.order.len());
     let mut r = 0;
     while r < rows {
         let count = L.min(rows - r);
         let mut y = gather::<F, L>(g, state, first + r, count);
         let mut ld = splat(F::ZERO);
-        for &n in &g.order {
+        for (step, &n) in g.order.iter().enumerate() {
+            if let Some(saved) = saved {
+                for l in 0..count {
+                    let at = (first + r + l) * nl * w + step * w;
+                    for (e, ye) in y.iter().enumerate().take(w) {
+                        // SAFETY: each (row, step, entry) is written by one group.
+                        unsafe { *saved.ptr().add(at + e) = ye[l] };
+                    }
+                }
+            }
             coupling_forward::<F, L, FMA>(g, p, n, &mut y, &mut ld, &mut scratch);
         }
         scatter::<F, L>(g, out, first + r, count, &y);
@@ -716,14 +759,14 @@ fn coupling_backward<F: Real, const L: usize, const FMA: bool>(
     );
 }
 
-/// The backward pass of a chunk of rows. First every group runs forward, keeping each coupling
-/// layer's input; then the coupling layers are walked back one at a time over all groups, so
-/// that one coupling layer's per-lane gradient accumulators stay in L1 while it is processed.
+/// The backward pass of a chunk of rows, from the coupling layers' inputs `saved` by the forward
+/// pass: the coupling layers are walked back one at a time over all groups of the chunk, so that
+/// one coupling layer's per-lane gradient accumulators stay in L1 while it is processed.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn backward_chunk<F: Real, const L: usize, const FMA: bool>(
     g: &Geometry,
-    state: &[F],
+    saved: &[F],
     p: &[F],
     grad: &[F],
     first: usize,
@@ -736,16 +779,20 @@ fn backward_chunk<F: Real, const L: usize, const FMA: bool>(
     let nlayers = g.order.len();
     let groups = rows.div_ceil(L);
     let count = |gi: usize| L.min(rows - gi * L);
+    let w = g.width();
     let mut inputs = vec![[splat::<F, L>(F::ZERO); 4]; groups * nlayers];
     let mut gys = Vec::with_capacity(groups);
     let mut glds = Vec::with_capacity(groups);
     for gi in 0..groups {
         let r = first + gi * L;
-        let mut y = gather::<F, L>(g, state, r, count(gi));
-        let mut ld = splat(F::ZERO);
-        for (step, &n) in g.order.iter().enumerate() {
-            inputs[gi * nlayers + step] = y;
-            coupling_forward::<F, L, FMA>(g, p, n, &mut y, &mut ld, &mut scratch);
+        let group = &mut inputs[gi * nlayers..(gi + 1) * nlayers];
+        for l in 0..count(gi) {
+            let row = &saved[(r + l) * nlayers * w..(r + l + 1) * nlayers * w];
+            for (input, values) in group.iter_mut().zip(row.chunks(w)) {
+                for (slot, &v) in input.iter_mut().zip(values) {
+                    slot[l] = v;
+                }
+            }
         }
         gys.push(gather::<F, L>(g, grad, r, count(gi)));
         let mut gld = splat::<F, L>(F::ZERO);
@@ -801,6 +848,28 @@ pub fn forward<F: Real>(
     plan: &LayerPlan,
     direction: Direction,
 ) -> Vec<F> {
+    forward_inner(state, params, plan, direction, false).0
+}
+
+/// The forward pass for training: the new state and each coupling layer's input for every row
+/// (`[rows, nlayers, width]`, rows sample after sample, block after block), which is all that
+/// [`backward`] needs.
+pub fn forward_saving<F: Real>(
+    state: &[F],
+    params: &[F],
+    plan: &LayerPlan,
+    direction: Direction,
+) -> (Vec<F>, Vec<F>) {
+    forward_inner(state, params, plan, direction, true)
+}
+
+fn forward_inner<F: Real>(
+    state: &[F],
+    params: &[F],
+    plan: &LayerPlan,
+    direction: Direction,
+    save: bool,
+) -> (Vec<F>, Vec<F>) {
     let g = Geometry::new(plan, direction);
     assert_eq!(state.len() % g.cols, 0, "state is [batch, N + 1]");
     assert_eq!(params.len(), plan.block.num_params(), "packed parameters");
@@ -808,13 +877,22 @@ pub fn forward<F: Real>(
     let rows = batch * g.blocks;
     let mut out = state.to_vec();
     let mut ld_rows = vec![F::ZERO; rows];
+    let mut saved = vec![
+        F::ZERO;
+        if save {
+            rows * plan.block.nlayers * g.width()
+        } else {
+            0
+        }
+    ];
     let out_ptr = Shared(out.as_mut_ptr());
     let ld_ptr = Shared(ld_rows.as_mut_ptr());
+    let saved_ptr = save.then_some(Shared(saved.as_mut_ptr()));
     let isa = isa();
     for_chunks(rows, |first, count| {
         // SAFETY: the chunks' ranges of `ld_rows` are disjoint.
         let ld = unsafe { std::slice::from_raw_parts_mut(ld_ptr.ptr().add(first), count) };
-        run_forward(isa, &g, state, params, first, ld, out_ptr);
+        run_forward(isa, &g, state, params, first, ld, out_ptr, saved_ptr);
     });
     for b in 0..batch {
         let at = b * g.cols + plan.n;
@@ -822,26 +900,28 @@ pub fn forward<F: Real>(
             .iter()
             .fold(out[at], |s, &v| s + v);
     }
-    out
+    (out, saved)
 }
 
-/// The backward pass on host data: the gradients of the input state and of the parameters.
+/// The backward pass on host data, from the coupling layers' inputs that [`forward_saving`]
+/// kept: the gradients of the input state and of the parameters.
 pub fn backward<F: Real>(
-    state: &[F],
+    saved: &[F],
     params: &[F],
     grad: &[F],
     plan: &LayerPlan,
     direction: Direction,
 ) -> (Vec<F>, Vec<F>) {
     let g = Geometry::new(plan, direction);
-    assert_eq!(
-        state.len(),
-        grad.len(),
-        "the gradient has the state's shape"
-    );
     assert_eq!(params.len(), plan.block.num_params(), "packed parameters");
-    let batch = state.len() / g.cols;
+    assert_eq!(grad.len() % g.cols, 0, "the gradient is [batch, N + 1]");
+    let batch = grad.len() / g.cols;
     let rows = batch * g.blocks;
+    assert_eq!(
+        saved.len(),
+        rows * plan.block.nlayers * g.width(),
+        "the coupling layers' inputs of every row"
+    );
     // Sites outside the layer and the log-determinant pass their gradient through.
     let mut gs = grad.to_vec();
     let chunks = rows.div_ceil(CHUNK_ROWS);
@@ -855,7 +935,7 @@ pub fn backward<F: Real>(
         let gp = unsafe {
             std::slice::from_raw_parts_mut(part_ptr.ptr().add(first / CHUNK_ROWS * np), np)
         };
-        run_backward(isa, &g, state, params, grad, first, count, gp, gs_ptr);
+        run_backward(isa, &g, saved, params, grad, first, count, gp, gs_ptr);
     });
     let mut gp = vec![F::ZERO; np];
     for c in partial.chunks(np) {
@@ -873,6 +953,7 @@ const LANES_F32: usize = 16;
 /// measured faster than 16 and much faster than 8 there).
 const LANES_PORTABLE: usize = 32;
 
+#[allow(clippy::too_many_arguments)]
 fn run_forward<F: Real>(
     isa: Isa,
     g: &Geometry,
@@ -881,22 +962,23 @@ fn run_forward<F: Real>(
     first: usize,
     ld: &mut [F],
     out: Shared<F>,
+    saved: Option<Shared<F>>,
 ) {
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx2Fma {
         // SAFETY: `isa()` found AVX2 and FMA on this CPU.
-        unsafe { avx2::forward(g, state, p, first, ld, out) };
+        unsafe { avx2::forward(g, state, p, first, ld, out, saved) };
         return;
     }
     let _ = isa;
-    forward_chunk::<F, LANES_PORTABLE, false>(g, state, p, first, ld, out);
+    forward_chunk::<F, LANES_PORTABLE, false>(g, state, p, first, ld, out, saved);
 }
 
 #[allow(clippy::too_many_arguments)]
 fn run_backward<F: Real>(
     isa: Isa,
     g: &Geometry,
-    state: &[F],
+    saved: &[F],
     p: &[F],
     grad: &[F],
     first: usize,
@@ -907,11 +989,11 @@ fn run_backward<F: Real>(
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx2Fma {
         // SAFETY: `isa()` found AVX2 and FMA on this CPU.
-        unsafe { avx2::backward(g, state, p, grad, first, rows, gp, gs) };
+        unsafe { avx2::backward(g, saved, p, grad, first, rows, gp, gs) };
         return;
     }
     let _ = isa;
-    backward_chunk::<F, LANES_PORTABLE, false>(g, state, p, grad, first, rows, gp, gs);
+    backward_chunk::<F, LANES_PORTABLE, false>(g, saved, p, grad, first, rows, gp, gs);
 }
 
 /// The same code compiled for AVX2 and FMA (the helpers above are `inline(always)`, so they
@@ -920,6 +1002,7 @@ fn run_backward<F: Real>(
 mod avx2 {
     use super::*;
 
+    #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn forward<F: Real>(
         g: &Geometry,
@@ -928,15 +1011,16 @@ mod avx2 {
         first: usize,
         ld: &mut [F],
         out: Shared<F>,
+        saved: Option<Shared<F>>,
     ) {
-        forward_chunk::<F, LANES_F32, true>(g, state, p, first, ld, out);
+        forward_chunk::<F, LANES_F32, true>(g, state, p, first, ld, out, saved);
     }
 
     #[allow(clippy::too_many_arguments)]
     #[target_feature(enable = "avx2,fma")]
     pub(super) unsafe fn backward<F: Real>(
         g: &Geometry,
-        state: &[F],
+        saved: &[F],
         p: &[F],
         grad: &[F],
         first: usize,
@@ -944,6 +1028,6 @@ mod avx2 {
         gp: &mut [F],
         gs: Shared<F>,
     ) {
-        backward_chunk::<F, LANES_F32, true>(g, state, p, grad, first, rows, gp, gs);
+        backward_chunk::<F, LANES_F32, true>(g, saved, p, grad, first, rows, gp, gs);
     }
 }

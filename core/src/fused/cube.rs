@@ -6,8 +6,9 @@
 //! its log-determinant; a second kernel copies the sites outside the layer and adds the
 //! log-determinants of each sample's blocks to the state's last column (in block order).
 //!
-//! Backward: a fixed number of units each take every `units`-th row: recompute the coupling
-//! layers (keeping each one's input), walk them back recomputing each MLP's activations, write
+//! For training the forward pass also keeps each coupling layer's input of every row. Backward:
+//! a fixed number of units each take every `units`-th row: walk the coupling layers back from
+//! their saved inputs, recomputing each MLP's activations, write
 //! the row's input gradient and add its parameter gradients to the unit's own column of a
 //! `[P, units]` buffer, which Burn's `sum_dim` then reduces. No atomics (WebGPU has no float
 //! atomics) and a result that does not depend on scheduling.
@@ -212,7 +213,8 @@ fn couplings_forward<F: Float>(
     ld
 }
 
-/// Forward: one unit per row; writes the row's block sites of `out` and its log-determinant.
+/// Forward: one unit per row; writes the row's block sites of `out` and its log-determinant,
+/// and with `save` each coupling layer's input into row `r` of `saved` (`[rows, nlayers * w]`).
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn block_layer_forward<F: Float>(
@@ -221,6 +223,7 @@ fn block_layer_forward<F: Float>(
     table: &Tensor<u32>,
     out: &mut Tensor<F>,
     ld_rows: &mut Tensor<F>,
+    saved: &mut Tensor<F>,
     rows: usize,
     blocks: usize,
     cols: usize,
@@ -229,6 +232,7 @@ fn block_layer_forward<F: Float>(
     #[comptime] nmlp: usize,
     #[comptime] nlayers: usize,
     #[comptime] generate: bool,
+    #[comptime] save: bool,
     #[define(F)] _dtype: StorageType,
 ) {
     let r = ABSOLUTE_POS;
@@ -241,7 +245,7 @@ fn block_layer_forward<F: Float>(
     for e in 0..w {
         y[e] = state[base + table[k * w + e] as usize];
     }
-    let mut inputs = Array::<F>::new(w);
+    let mut inputs = Array::<F>::new(nlayers * w);
     let mut keep = Array::<F>::new(w);
     let mut acts = Array::<F>::new(nmlp * h);
     let mut a = Array::<F>::new(w);
@@ -261,13 +265,18 @@ fn block_layer_forward<F: Float>(
         nmlp,
         nlayers,
         generate,
-        false,
+        save,
     );
     for e in 0..w {
         let site = base + table[k * w + e] as usize;
         out[site] = y[e];
     }
     ld_rows[r] = ld;
+    if save {
+        for q in 0..nlayers * w {
+            saved[r * nlayers * w + q] = inputs[q];
+        }
+    }
 }
 
 /// Finishes a layer's output state (or its input gradient): the columns outside the layer are
@@ -308,11 +317,12 @@ fn block_layer_finish<F: Float>(
     }
 }
 
-/// Backward: `units` units, unit `u` takes rows `u, u + units, ...`.
+/// Backward, from the coupling layers' inputs the forward pass saved: `units` units, unit `u`
+/// takes rows `u, u + units, ...`.
 #[cube(launch)]
 #[allow(clippy::too_many_arguments)]
 fn block_layer_backward<F: Float>(
-    state: &Tensor<F>,
+    saved: &Tensor<F>,
     params: &Tensor<F>,
     table: &Tensor<u32>,
     grad: &Tensor<F>,
@@ -357,27 +367,12 @@ fn block_layer_backward<F: Float>(
         let k = r % blocks;
         for e in 0..w {
             let site = base + table[k * w + e] as usize;
-            y[e] = state[site];
             gy[e] = grad[site];
         }
+        for q in 0..nlayers * w {
+            inputs[q] = saved[r * nlayers * w + q];
+        }
         let gld = grad[base + cols - 1];
-        let _ld = couplings_forward::<F>(
-            params,
-            table,
-            mask_off,
-            &mut y,
-            &mut inputs,
-            &mut keep,
-            &mut acts_s,
-            &mut a,
-            &mut t,
-            w,
-            h,
-            nmlp,
-            nlayers,
-            generate,
-            true,
-        );
         for rstep in 0..nlayers {
             let step = nlayers - 1 - rstep;
             let mut n = step;
@@ -481,6 +476,77 @@ fn backward_units(rows: usize, params: usize, most: usize) -> usize {
     (rows / 16).clamp(64, most).min(rows).min(cap).max(1)
 }
 
+/// The forward pass: the new state and, with `save`, each coupling layer's input of every row
+/// (`[rows, nlayers * width]`; otherwise an empty stand-in).
+fn forward<R: CubeRuntime>(
+    state: CubeTensor<R>,
+    params: CubeTensor<R>,
+    plan: &LayerPlan,
+    direction: Direction,
+    save: bool,
+) -> (CubeTensor<R>, CubeTensor<R>) {
+    let (state, params) = (into_contiguous(state), into_contiguous(params));
+    let [batch, cols] = state.shape().dims::<2>();
+    let (w, blocks) = (plan.block.width, plan.blocks());
+    let rows = batch * blocks;
+    let (client, device, dtype) = (state.client.clone(), state.device.clone(), state.dtype);
+    let table = upload_table(&state, plan);
+    let empty = |shape: Shape| {
+        empty_device_contiguous_dtype::<R>(client.clone(), device.clone(), shape, dtype)
+    };
+    let out = empty(Shape::new([batch, cols]));
+    let ld_rows = empty(Shape::new([rows.max(1)]));
+    let saved = empty(Shape::new([if save {
+        (rows * plan.block.nlayers * w).max(1)
+    } else {
+        1
+    }]));
+    if rows > 0 {
+        let cube_dim = CubeDim::new_1d(64);
+        block_layer_forward::launch::<R>(
+            &client,
+            calculate_cube_count_elemwise(&client, rows, cube_dim),
+            cube_dim,
+            state.clone().into_tensor_arg(),
+            params.into_tensor_arg(),
+            table.clone().into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            ld_rows.clone().into_tensor_arg(),
+            saved.clone().into_tensor_arg(),
+            rows,
+            blocks,
+            cols,
+            w,
+            plan.block.nhidden,
+            plan.block.nmlp,
+            plan.block.nlayers,
+            direction == Direction::Generate,
+            save,
+            dtype.into(),
+        );
+    }
+    let total = batch * cols;
+    if total > 0 {
+        let cube_dim = CubeDim::new_1d(256);
+        block_layer_finish::launch::<R>(
+            &client,
+            calculate_cube_count_elemwise(&client, total, cube_dim),
+            cube_dim,
+            state.into_tensor_arg(),
+            table.into_tensor_arg(),
+            ld_rows.into_tensor_arg(),
+            out.clone().into_tensor_arg(),
+            total,
+            blocks,
+            cols,
+            plan.sites.len() + plan.masks.len(),
+            true,
+            dtype.into(),
+        );
+    }
+    (out, saved)
+}
+
 impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FlowBackend
     for CubeBackend<R, F, I, BT>
 {
@@ -494,86 +560,36 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FlowBacken
         plan: &Arc<LayerPlan>,
         direction: Direction,
     ) -> CubeTensor<R> {
-        let (state, params) = (into_contiguous(state), into_contiguous(params));
-        let [batch, cols] = state.shape().dims::<2>();
-        let (w, blocks) = (plan.block.width, plan.blocks());
-        let rows = batch * blocks;
-        let (client, device, dtype) = (state.client.clone(), state.device.clone(), state.dtype);
-        let table = upload_table(&state, plan);
-        let out = empty_device_contiguous_dtype::<R>(
-            client.clone(),
-            device.clone(),
-            Shape::new([batch, cols]),
-            dtype,
-        );
-        let ld_rows = empty_device_contiguous_dtype::<R>(
-            client.clone(),
-            device,
-            Shape::new([rows.max(1)]),
-            dtype,
-        );
-        if rows > 0 {
-            let cube_dim = CubeDim::new_1d(64);
-            block_layer_forward::launch::<R>(
-                &client,
-                calculate_cube_count_elemwise(&client, rows, cube_dim),
-                cube_dim,
-                state.clone().into_tensor_arg(),
-                params.into_tensor_arg(),
-                table.clone().into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                ld_rows.clone().into_tensor_arg(),
-                rows,
-                blocks,
-                cols,
-                w,
-                plan.block.nhidden,
-                plan.block.nmlp,
-                plan.block.nlayers,
-                direction == Direction::Generate,
-                dtype.into(),
-            );
-        }
-        let total = batch * cols;
-        if total > 0 {
-            let cube_dim = CubeDim::new_1d(256);
-            block_layer_finish::launch::<R>(
-                &client,
-                calculate_cube_count_elemwise(&client, total, cube_dim),
-                cube_dim,
-                state.into_tensor_arg(),
-                table.into_tensor_arg(),
-                ld_rows.into_tensor_arg(),
-                out.clone().into_tensor_arg(),
-                total,
-                blocks,
-                cols,
-                plan.sites.len() + plan.masks.len(),
-                true,
-                dtype.into(),
-            );
-        }
-        out
+        forward::<R>(state, params, plan, direction, false).0
+    }
+
+    fn block_layer_train(
+        state: CubeTensor<R>,
+        params: CubeTensor<R>,
+        plan: &Arc<LayerPlan>,
+        direction: Direction,
+    ) -> (CubeTensor<R>, CubeTensor<R>) {
+        forward::<R>(state, params, plan, direction, true)
     }
 
     fn block_layer_backward(
-        state: CubeTensor<R>,
+        saved: CubeTensor<R>,
         params: CubeTensor<R>,
         plan: &Arc<LayerPlan>,
         direction: Direction,
         grad: CubeTensor<R>,
     ) -> (CubeTensor<R>, CubeTensor<R>) {
-        let (state, params, grad) = (
-            into_contiguous(state),
+        let (saved, params, grad) = (
+            into_contiguous(saved),
             into_contiguous(params),
             into_contiguous(grad),
         );
-        let [batch, cols] = state.shape().dims::<2>();
+        let [batch, cols] = grad.shape().dims::<2>();
         let np = params.shape().num_elements();
         let (w, blocks) = (plan.block.width, plan.blocks());
         let rows = batch * blocks;
-        let (client, device, dtype) = (state.client.clone(), state.device.clone(), state.dtype);
-        let table = upload_table(&state, plan);
+        let (client, device, dtype) = (grad.client.clone(), grad.device.clone(), grad.dtype);
+        let table = upload_table(&grad, plan);
         // CUDA: up to 4096 units to fill the GPU. wgpu: software adapters (lavapipe, SwiftShader)
         // run the units on the CPU's cores and are fastest with 128 (measured on lavapipe at L=8:
         // 2.0 to 2.6 s/epoch against 2.8 to 3.2 with 256 and 3.4 with 1024).
@@ -605,7 +621,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FlowBacken
             &client,
             calculate_cube_count_elemwise(&client, units, cube_dim),
             cube_dim,
-            state.into_tensor_arg(),
+            saved.into_tensor_arg(),
             params.into_tensor_arg(),
             table.clone().into_tensor_arg(),
             grad.clone().into_tensor_arg(),

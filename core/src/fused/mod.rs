@@ -103,18 +103,31 @@ pub trait FlowBackend: Backend {
         out.into_primitive().tensor()
     }
 
-    /// The backward pass of [`FlowBackend::block_layer`] at `state`: from the gradient of the
-    /// output state, the gradients of the input state and of the parameters. The default
-    /// differentiates the reference with Burn's autodiff.
-    fn block_layer_backward(
+    /// [`FlowBackend::block_layer`] for training: the new state, and what
+    /// [`FlowBackend::block_layer_backward`] needs (`saved`). The default saves the input state;
+    /// the kernels save each coupling layer's input of every row.
+    fn block_layer_train(
         state: FloatTensor<Self>,
+        params: FloatTensor<Self>,
+        plan: &Arc<LayerPlan>,
+        direction: Direction,
+    ) -> (FloatTensor<Self>, FloatTensor<Self>) {
+        let out = Self::block_layer(state.clone(), params, plan, direction);
+        (out, state)
+    }
+
+    /// The backward pass of [`FlowBackend::block_layer_train`], from what it saved: from the
+    /// gradient of the output state, the gradients of the input state and of the parameters.
+    /// The default differentiates the reference with Burn's autodiff.
+    fn block_layer_backward(
+        saved: FloatTensor<Self>,
         params: FloatTensor<Self>,
         plan: &Arc<LayerPlan>,
         direction: Direction,
         grad: FloatTensor<Self>,
     ) -> (FloatTensor<Self>, FloatTensor<Self>) {
         let (gs, gp) = reference_layer_backward::<Self>(
-            float(state),
+            float(saved),
             float(params),
             plan,
             direction,
