@@ -63,6 +63,10 @@ impl RealNvpConfig {
     /// The packed layout, coupling layer after coupling layer: `S`'s dense layers, `T`'s,
     /// then the scale; each dense layer its weight, then its bias.
     pub fn layout(&self) -> Vec<CouplingLayout> {
+        assert!(
+            self.nmlp >= 1 && self.width >= 2,
+            "MLPs have a hidden layer, blocks two values"
+        );
         let mut at = 0;
         let mlp = |at: &mut usize| -> Vec<Dense> {
             let mut dims = vec![self.width];
@@ -93,7 +97,7 @@ impl RealNvpConfig {
     }
 
     /// Weights and masks drawn from `seed`: MLP weights and biases uniform in
-    /// `(-1/sqrt(fan_in), 1/sqrt(fan_in))` (PyTorch's default), scales `w_s = 0`, masks as the
+    /// `[-1/sqrt(fan_in), 1/sqrt(fan_in))` (PyTorch's default), scales `w_s = 0`, masks as the
     /// spec (layer 0 a random half, odd layers the complement of the previous, even layers
     /// anew). Returns the packed parameters and the masks (`nlayers x width`, 1 = kept).
     pub fn draw(&self, seed: u64) -> (Vec<f64>, Vec<u8>) {

@@ -55,8 +55,44 @@ pub struct TrainConfig {
     pub weight_decay: f64,
     /// Per-tensor gradient-norm clipping threshold, if any.
     pub clip: Option<f64>,
+    /// How the learning rate changes over the epochs (runs written before it existed trained
+    /// with the paper's constant rate).
+    #[serde(default)]
+    pub schedule: Schedule,
     /// Seed of the weights, masks and sample streams.
     pub seed: u64,
+}
+
+/// The learning rate over the epochs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Schedule {
+    /// The paper's recipe: `lr` at every epoch.
+    #[default]
+    Constant,
+    /// A linear warm-up over the first `warmup` epochs, then a cosine decay from `lr` to 0 at
+    /// epoch `epochs` (and 0 after it): the noise of the last epochs' steps dies out, so the flow
+    /// settles at the bottom of the loss it reached instead of rattling around it.
+    Cosine { epochs: usize, warmup: usize },
+}
+
+impl Schedule {
+    /// The learning rate of epoch `epoch` (1-based) for the base rate `lr`.
+    pub fn lr(&self, lr: f64, epoch: usize) -> f64 {
+        match *self {
+            Self::Constant => lr,
+            Self::Cosine { epochs, warmup } => {
+                if epoch <= warmup {
+                    lr * epoch as f64 / warmup.max(1) as f64
+                } else if epoch >= epochs {
+                    0.0
+                } else {
+                    let progress = (epoch - warmup) as f64 / (epochs - warmup).max(1) as f64;
+                    0.5 * lr * (1.0 + (std::f64::consts::PI * progress).cos())
+                }
+            }
+        }
+    }
 }
 
 /// A configuration that cannot be trained, with the value and what is allowed.
@@ -99,6 +135,7 @@ impl TrainConfig {
             lr: 1e-3,
             weight_decay: 1e-3,
             clip: None,
+            schedule: Schedule::Constant,
             seed: 1,
         };
         config.validate()?;
@@ -144,6 +181,15 @@ impl TrainConfig {
         if let Some(c) = self.clip.filter(|c| !(c.is_finite() && *c > 0.0)) {
             return Err(bad("clip", c, "a finite number > 0"));
         }
+        if let Schedule::Cosine { epochs, warmup } = self.schedule
+            && (epochs == 0 || warmup >= epochs)
+        {
+            return Err(bad(
+                "schedule",
+                format!("cosine over {epochs} epochs with {warmup} warm-up epochs"),
+                "at least one epoch after the warm-up",
+            ));
+        }
         Ok(())
     }
 
@@ -171,6 +217,9 @@ impl TrainConfig {
         );
         if let Some(c) = self.clip {
             q.push_str(&format!("&clip={c}"));
+        }
+        if let Schedule::Cosine { epochs, warmup } = self.schedule {
+            q.push_str(&format!("&schedule=cosine:{epochs}:{warmup}"));
         }
         q
     }
@@ -211,6 +260,17 @@ impl TrainConfig {
             num("weightDecay", get("weightDecay"), "a number >= 0")?.unwrap_or(c.weight_decay);
         c.clip = num("clip", get("clip"), "a number > 0")?.or(c.clip);
         c.seed = num("seed", get("seed"), "an integer >= 0")?.unwrap_or(c.seed);
+        if let Some(v) = get("schedule") {
+            let allowed = "constant or cosine:EPOCHS:WARMUP";
+            c.schedule = match v.split(':').collect::<Vec<_>>()[..] {
+                ["constant"] => Schedule::Constant,
+                ["cosine", e, w] => Schedule::Cosine {
+                    epochs: e.parse().map_err(|_| bad("schedule", v, allowed))?,
+                    warmup: w.parse().map_err(|_| bad("schedule", v, allowed))?,
+                },
+                _ => return Err(bad("schedule", v, allowed)),
+            };
+        }
         c.validate()?;
         Ok(c)
     }
@@ -402,7 +462,8 @@ impl<B: FlowAutodiff> Trainer<B> {
             });
         }
         let grads = GradientsParams::from_grads(loss.backward(), &flow);
-        self.flow = Some(self.optim.step(self.config.lr, flow, grads));
+        let lr = self.config.schedule.lr(self.config.lr, epoch);
+        self.flow = Some(self.optim.step(lr, flow, grads));
         self.epoch = epoch;
         let me = mean_error(fs);
         Ok(EpochStats {

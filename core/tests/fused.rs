@@ -254,9 +254,25 @@ fn polynomial_exp_and_tanh_are_accurate() {
             worst_tanh = worst_tanh.max(((th as f64) - (tf as f64).tanh()).abs());
         }
     }
-    eprintln!("exp: relative error {worst_exp:e}; tanh: absolute error {worst_tanh:e}");
+    // Near 0, tanh's relative error.
+    let mut worst_tanh_rel = 0.0f64;
+    for i in 1..=100_000 {
+        let x = (i as f64 * 1e-7) as f32;
+        for th in [cpu::tanh_f32(x), cpu::tanh_f32_with::<true>(x)] {
+            let exact = (x as f64).tanh();
+            worst_tanh_rel = worst_tanh_rel.max(((th as f64) - exact).abs() / exact);
+        }
+    }
+    eprintln!(
+        "exp: relative error {worst_exp:e}; tanh: absolute error {worst_tanh:e}, relative \
+         error near 0 {worst_tanh_rel:e}"
+    );
     assert!(worst_exp < 3e-7, "exp relative error {worst_exp:e}");
     assert!(worst_tanh < 3e-7, "tanh absolute error {worst_tanh:e}");
+    assert!(
+        worst_tanh_rel < 1e-4,
+        "tanh relative error near 0 {worst_tanh_rel:e}"
+    );
     assert_eq!(cpu::exp_f32(-100.0), 0.0);
     assert_eq!(cpu::exp_f32(100.0), f32::INFINITY);
     assert!(cpu::exp_f32(f32::NAN).is_nan() && cpu::tanh_f32(f32::NAN).is_nan());

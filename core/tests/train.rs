@@ -2,7 +2,7 @@
 
 use burn::backend::{Autodiff, Flex};
 use neuralrg::lattice::T_C;
-use neuralrg::train::{TrainConfig, Trainer};
+use neuralrg::train::{Schedule, TrainConfig, Trainer};
 
 #[test]
 fn paper_configuration_at_l4_reaches_the_bound() {
@@ -79,6 +79,10 @@ fn the_url_query_round_trips_the_configuration() {
     c.alpha = 0.5;
     c.weight_decay = 0.0;
     c.clip = Some(2.5);
+    c.schedule = Schedule::Cosine {
+        epochs: 300,
+        warmup: 20,
+    };
     c.seed = 12345678901;
     let q = c.to_query();
     assert_eq!(TrainConfig::from_query(&q).unwrap(), c, "{q}");
@@ -96,8 +100,34 @@ fn the_url_query_round_trips_the_configuration() {
         ("lr=fast", "lr"),
         ("L=4&depthMERA=3", "depthMERA"),
         ("symmetry=yes", "symmetry"),
+        ("schedule=cosine:10", "schedule"),
+        ("schedule=cosine:10:10", "schedule"),
     ] {
         let e = TrainConfig::from_query(q).unwrap_err().to_string();
         assert!(e.contains(named), "{q}: {e}");
     }
+}
+
+/// The cosine schedule ramps up linearly over the warm-up, starts its decay at the base rate,
+/// passes half of it at the middle of the decay and ends at 0; the paper's schedule is constant.
+#[test]
+fn the_learning_rate_schedules() {
+    assert_eq!(Schedule::Constant.lr(1e-3, 1), 1e-3);
+    assert_eq!(Schedule::Constant.lr(1e-3, 5000), 1e-3);
+    let cosine = Schedule::Cosine {
+        epochs: 110,
+        warmup: 10,
+    };
+    let close = |a: f64, b: f64| (a - b).abs() < 1e-15;
+    assert!(close(cosine.lr(1e-3, 1), 1e-4));
+    assert!(close(cosine.lr(1e-3, 5), 5e-4));
+    assert!(close(cosine.lr(1e-3, 10), 1e-3));
+    assert!(close(cosine.lr(1e-3, 60), 5e-4));
+    assert!(cosine.lr(1e-3, 109) > 0.0 && cosine.lr(1e-3, 109) < 1e-6);
+    assert_eq!(cosine.lr(1e-3, 110), 0.0);
+    let decay: Vec<f64> = (10..=110).map(|e| cosine.lr(1e-3, e)).collect();
+    assert!(
+        decay.windows(2).all(|w| w[1] < w[0]),
+        "decreasing after warm-up"
+    );
 }

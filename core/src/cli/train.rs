@@ -11,7 +11,7 @@ use crate::device::{BackendJob, DeviceKind, dispatch};
 use crate::fused::FlowAutodiff;
 use crate::lattice::{Lattice, T_C};
 use crate::run::{self, Parameters, RunError, RunOptions};
-use crate::train::TrainConfig;
+use crate::train::{Schedule, TrainConfig};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -48,6 +48,13 @@ struct Cli {
     /// Clip each parameter tensor's gradient to this L2 norm (off by default).
     #[arg(long)]
     clip: Option<f64>,
+    /// Learning-rate schedule: `constant` (the paper's) or `cosine` (a linear warm-up over
+    /// --warmup epochs, then a cosine decay to 0 at the run's last epoch).
+    #[arg(long, value_enum, default_value_t = ScheduleKind::Constant)]
+    schedule: ScheduleKind,
+    /// Warm-up epochs of the cosine schedule.
+    #[arg(long, default_value_t = 100)]
+    warmup: usize,
     /// Save a checkpoint every this many epochs (the last epoch is always saved) [default: 50;
     /// with --load: the stored value].
     #[arg(long = "save-period", alias = "savePeriod")]
@@ -112,6 +119,13 @@ struct Cli {
     device: DeviceKind,
 }
 
+/// `--schedule`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum ScheduleKind {
+    Constant,
+    Cosine,
+}
+
 pub fn main() -> ExitCode {
     cli::main(run_cli)
 }
@@ -132,6 +146,13 @@ fn run_cli(cli: Cli) -> Result<(), RunError> {
         lr: cli.lr,
         weight_decay: cli.weight_decay,
         clip: cli.clip,
+        schedule: match cli.schedule {
+            ScheduleKind::Constant => Schedule::Constant,
+            ScheduleKind::Cosine => Schedule::Cosine {
+                epochs: cli.epochs.unwrap_or(DEFAULT_EPOCHS),
+                warmup: cli.warmup,
+            },
+        },
         seed: cli.seed,
     };
     config

@@ -63,7 +63,7 @@ impl<B: FlowBackend, C: CheckpointStrategy> FlowBackend for Autodiff<B, C> {
         }
         match BlockLayerBackward
             .prepare::<C>([state.node.clone(), params.node.clone()])
-            // The kernel is compute bound: keep its inputs rather than recompute them.
+            // Compute bound: under a checkpointing strategy its output is kept, not recomputed.
             .compute_bound()
             .stateful()
         {

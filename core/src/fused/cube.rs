@@ -29,9 +29,10 @@ use cubecl::prelude::*;
 use super::{FlowBackend, LayerPlan};
 use crate::coupling::Direction;
 
+/// The ELU; a NaN stays a NaN (the unused branch's overflow is discarded by `select`).
 #[cube]
 fn elu<F: Float>(x: F) -> F {
-    select(x > F::new(0.0), x, F::exp(x.min(F::new(0.0))) - F::new(1.0))
+    select(x > F::new(0.0), x, F::exp(x) - F::new(1.0))
 }
 
 /// The ELU's derivative from its output.
@@ -40,11 +41,14 @@ fn elu_grad<F: Float>(y: F) -> F {
     select(y > F::new(0.0), F::new(1.0), y + F::new(1.0))
 }
 
+/// `tanh x` from `exp(-2|x|)` (never overflows), and `x - x^3/3` near 0, where the other form
+/// loses relative precision.
 #[cube]
 fn tanh_stable<F: Float>(x: F) -> F {
     let e = F::exp(F::new(-2.0) * F::abs(x));
     let t = (F::new(1.0) - e) / (F::new(1.0) + e);
-    select(x < F::new(0.0), F::new(0.0) - t, t)
+    let t = select(x < F::new(0.0), F::new(0.0) - t, t);
+    select(F::abs(x) < F::new(0.01), x - x * x * x / F::new(3.0), t)
 }
 
 /// One MLP whose parameters start at `off`, on the input `y * keep`: hidden activations into
@@ -471,9 +475,14 @@ fn upload_table<R: CubeRuntime>(like: &CubeTensor<R>, plan: &LayerPlan) -> CubeT
 /// Units of the backward pass: one per 16 rows, at least 64, at most `most`, and few enough
 /// that the `[P, units]` buffer of partial parameter gradients stays below 64 MB (WebGPU's
 /// storage buffers may be 128 MB).
-fn backward_units(rows: usize, params: usize, most: usize) -> usize {
-    let cap = (64 << 20) / (4 * params.max(1));
-    (rows / 16).clamp(64, most).min(rows).min(cap).max(1)
+fn backward_units(rows: usize, params: usize, bytes: usize, most: usize) -> usize {
+    let cap = (64 << 20) / (bytes * params.max(1));
+    (rows / 16)
+        .max(64)
+        .min(most.max(1))
+        .min(rows)
+        .min(cap)
+        .max(1)
 }
 
 /// The forward pass: the new state and, with `save`, each coupling layer's input of every row
@@ -603,7 +612,7 @@ impl<R: CubeRuntime, F: FloatElement, I: IntElement, BT: BoolElement> FlowBacken
             .ok()
             .and_then(|v| v.parse().ok())
             .unwrap_or(most);
-        let units = backward_units(rows, np, most);
+        let units = backward_units(rows, np, dtype.size(), most);
         let grad_state = empty_device_contiguous_dtype::<R>(
             client.clone(),
             device.clone(),

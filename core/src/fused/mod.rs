@@ -12,7 +12,9 @@
 //! [`FlowBackend`]'s default implementation is the plain tensor code of
 //! [`crate::coupling::reference`]: the definition every kernel is tested against, and the path
 //! of any backend without a kernel. [`cpu`] is the kernel of Burn's Flex backend (natively and in
-//! wasm32); the autodiff backend wraps any kernel with its backward pass ([`autodiff`]).
+//! wasm32); `cube` holds the CubeCL kernels of the GPU backends (wgpu: Vulkan and WebGPU; CUDA)
+//! and `fusion` registers them with Burn's fusion as custom operations (feature
+//! `gpu-kernels`); the autodiff backend wraps any kernel with its backward pass ([`autodiff`]).
 
 mod autodiff;
 pub mod cpu;
@@ -56,6 +58,7 @@ impl LayerPlan {
             block.nlayers * block.width,
             "one mask per coupling layer"
         );
+        assert!(masks.iter().all(|&m| m <= 1), "masks are 0 or 1");
         assert_eq!(sites.len() % block.width, 0, "whole blocks");
         let mut in_block = vec![false; n];
         for &s in &sites {
