@@ -37,6 +37,10 @@ fn bad_input_gets_one_line_and_exit_code_2() {
         (vec!["--frobnicate"], "--frobnicate"),
         (vec!["-depthMERA", "5", "-L", "8"], "depthMERA = 5"),
         (vec!["-load", "-folder", empty], "parameters.json"),
+        (
+            vec!["--schedule", "cosine", "--warmup", "200", "-epochs", "100"],
+            "schedule",
+        ),
     ] {
         assert_refused(&train(&args), needle);
     }
@@ -76,6 +80,22 @@ fn unavailable_devices_are_refused() {
     assert!(
         !dir.join("parameters.json").exists(),
         "nothing is written for a refused device"
+    );
+}
+
+/// A cosine schedule ends at the run's epochs: resuming past them is refused, not trained at a
+/// learning rate of 0.
+#[test]
+fn a_cosine_run_cannot_be_resumed_past_its_end() {
+    let dir = scratch("cosine");
+    let folder = dir.to_str().unwrap();
+    let mut args = SMALL.to_vec();
+    args.extend(["-epochs", "3", "-folder", folder, "--schedule", "cosine"]);
+    args.extend(["--warmup", "1", "-skipHMC"]);
+    assert!(train(&args).status.success());
+    assert_refused(
+        &train(&["-load", "-folder", folder, "-epochs", "5"]),
+        "cosine schedule",
     );
 }
 

@@ -216,6 +216,15 @@ fn run_cli(cli: Cli) -> Result<(), RunError> {
     }
     params.options.device = cli.device;
     params.options.keep = cli.keep;
+    if let Schedule::Cosine { epochs, .. } = params.config.schedule
+        && params.options.epochs > epochs
+    {
+        return Err(RunError::Input(format!(
+            "epochs = {} is past the end of this run's cosine schedule (epoch {epochs}, where \
+             the learning rate reaches 0): at most {epochs}",
+            params.options.epochs
+        )));
+    }
     let (double, device) = (params.options.double, params.options.device);
     dispatch(
         double,
