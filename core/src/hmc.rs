@@ -8,7 +8,7 @@
 //! - physical space: chains on `x` with `U(x) = -log p~(x)`.
 
 use burn::module::AutodiffModule;
-use burn::tensor::{Tensor, TensorData};
+use burn::tensor::{Bool, Tensor, TensorData};
 use rand::RngExt;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
@@ -138,18 +138,15 @@ impl<B: FlowAutodiff> Chains<B> {
             .map(|d| d.is_finite() && (*d >= 0.0 || rng.random::<f64>() < d.exp()))
             .collect();
         let accepted = accept.iter().filter(|a| **a).count();
-        let mask = Tensor::<B::InnerBackend, 1>::from_data(
-            TensorData::new(
-                accept
-                    .iter()
-                    .map(|&a| if a { 1.0f64 } else { 0.0 })
-                    .collect::<Vec<_>>(),
-                [chains],
-            ),
+        // Selection, not `state + (q - state) * mask`: a rejected proposal that overflowed
+        // (`q = inf`) would give `inf * 0 = NaN` and poison its chain for good.
+        let mask = Tensor::<B::InnerBackend, 1, Bool>::from_data(
+            TensorData::new(accept, [chains]),
             &device,
         )
-        .unsqueeze_dim::<2>(1);
-        self.state = self.state.clone() + (q - self.state.clone()) * mask;
+        .unsqueeze_dim::<2>(1)
+        .expand([chains, n]);
+        self.state = self.state.clone().mask_where(mask, q);
         accepted as f64 / chains as f64
     }
 

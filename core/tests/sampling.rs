@@ -189,3 +189,33 @@ fn metropolis_and_hmc_recover_exact_moments() {
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }
+
+/// A proposal that overflows (a huge leapfrog step sends `q` to infinity) is rejected and leaves
+/// its chain exactly where it was: finite, not NaN.
+#[test]
+fn a_rejected_overflowing_proposal_leaves_its_chain_untouched() {
+    let config = TrainConfig::from_query("L=4&d=2&nlayers=2&nmlp=1&nhidden=4&batch=8").unwrap();
+    let trainer = Trainer::<B>::new(config, &Default::default()).unwrap();
+    let (flow, target) = (trainer.flow(), trainer.target.clone());
+    for space in [Space::Physical, Space::Latent] {
+        let mut rng = StdRng::seed_from_u64(5);
+        let mut chains = Chains::<B>::new(space, flow, &mut rng, 16);
+        let before: Vec<f64> = chains.state.clone().into_data().iter::<f64>().collect();
+        let wild = HmcConfig {
+            step: 1e30,
+            leapfrog: 3,
+            trajectories: 1,
+        };
+        let accepted = chains.trajectory(flow, &target, &mut rng, wild);
+        assert_eq!(
+            accepted, 0.0,
+            "{space:?}: an overflowing proposal was accepted"
+        );
+        let after: Vec<f64> = chains.state.clone().into_data().iter::<f64>().collect();
+        assert!(
+            after.iter().all(|v| v.is_finite()),
+            "{space:?}: NaN or inf in a chain"
+        );
+        assert_eq!(before, after, "{space:?}: a rejected chain moved");
+    }
+}
