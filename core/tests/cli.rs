@@ -34,6 +34,7 @@ fn bad_input_gets_one_line_and_exit_code_2() {
         (vec!["-T", "-1"], "T = -1"),
         (vec!["-d", "3"], "d = 3"),
         (vec!["-batch", "0"], "batch = 0"),
+        (vec!["-epochs", "0"], "epochs = 0"),
         (vec!["--frobnicate"], "--frobnicate"),
         (vec!["-depthMERA", "5", "-L", "8"], "depthMERA = 5"),
         (vec!["-load", "-folder", empty], "parameters.json"),

@@ -163,6 +163,11 @@ fn run_cli(cli: Cli) -> Result<(), RunError> {
             "keep = 0 is not allowed: keep at least 1 checkpoint".into(),
         ));
     }
+    if cli.epochs == Some(0) {
+        return Err(RunError::Input(
+            "epochs = 0 is not allowed: an integer >= 1 (the total number of epochs)".into(),
+        ));
+    }
     if cli.save_period == Some(0) {
         return Err(RunError::Input(
             "savePeriod = 0 is not allowed: an integer >= 1".into(),
