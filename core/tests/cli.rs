@@ -22,6 +22,14 @@ const SMALL: &[&str] = &[
     "-L", "4", "-nlayers", "2", "-nhidden", "4", "-nmlp", "1", "-batch", "32",
 ];
 
+/// `train` on the tiny configuration into `folder`, with more options.
+fn train_small(folder: &Path, extra: &[&str]) -> Output {
+    let mut args = SMALL.to_vec();
+    args.extend(["-folder", folder.to_str().unwrap()]);
+    args.extend(extra);
+    train(&args)
+}
+
 #[test]
 fn bad_input_gets_one_line_and_exit_code_2() {
     let empty = scratch("empty");
@@ -52,12 +60,11 @@ fn bad_input_gets_one_line_and_exit_code_2() {
 #[test]
 fn unavailable_devices_are_refused() {
     let dir = scratch("devices");
-    let folder = dir.to_str().unwrap();
-    let with = |device: &str, extra: &[&'static str]| {
-        let mut args = SMALL.to_vec();
-        args.extend(["-epochs", "1", "-folder", folder, "--device", device]);
-        args.extend(extra);
-        train(&args)
+    let with = |device: &str, extra: &[&str]| {
+        train_small(
+            &dir,
+            &[&["-epochs", "1", "--device", device], extra].concat(),
+        )
     };
     assert_refused(&with("gpu", &[]), "unknown device `gpu`");
     assert_refused(&with("cuda:x", &[]), "cuda[:N]");
@@ -90,10 +97,16 @@ fn unavailable_devices_are_refused() {
 fn a_cosine_run_cannot_be_resumed_past_its_end() {
     let dir = scratch("cosine");
     let folder = dir.to_str().unwrap();
-    let mut args = SMALL.to_vec();
-    args.extend(["-epochs", "3", "-folder", folder, "--schedule", "cosine"]);
-    args.extend(["--warmup", "1", "-skipHMC"]);
-    assert!(train(&args).status.success());
+    let cosine = [
+        "-epochs",
+        "3",
+        "--schedule",
+        "cosine",
+        "--warmup",
+        "1",
+        "-skipHMC",
+    ];
+    assert!(train_small(&dir, &cosine).status.success());
     assert_refused(
         &train(&["-load", "-folder", folder, "-epochs", "5"]),
         "cosine schedule",
@@ -104,9 +117,7 @@ fn a_cosine_run_cannot_be_resumed_past_its_end() {
 fn truncated_checkpoint_is_refused() {
     let dir = scratch("truncated");
     let folder = dir.to_str().unwrap();
-    let mut args = SMALL.to_vec();
-    args.extend(["-epochs", "2", "-folder", folder]);
-    assert!(train(&args).status.success());
+    assert!(train_small(&dir, &["-epochs", "2"]).status.success());
     let (_, newest) = run::checkpoints(&dir).pop().unwrap();
     let bytes = std::fs::read(&newest).unwrap();
     std::fs::write(&newest, &bytes[..bytes.len() / 2]).unwrap();
@@ -124,9 +135,7 @@ fn truncated_checkpoint_is_refused() {
 fn a_checkpoint_of_the_old_format_is_refused_naming_both_versions() {
     let dir = scratch("old-format");
     let folder = dir.to_str().unwrap();
-    let mut args = SMALL.to_vec();
-    args.extend(["-epochs", "1", "-folder", folder]);
-    assert!(train(&args).status.success());
+    assert!(train_small(&dir, &["-epochs", "1"]).status.success());
     let (_, newest) = run::checkpoints(&dir).pop().unwrap();
     let mut bytes = std::fs::read(&newest).unwrap();
     bytes[8..12].copy_from_slice(&1u32.to_le_bytes());
@@ -160,26 +169,16 @@ fn final_parameters(folder: &Path) -> Vec<f64> {
 #[test]
 fn a_resumed_run_is_bit_identical_to_an_uninterrupted_one() {
     let (a, b) = (scratch("straight"), scratch("resumed"));
-    let mut args = SMALL.to_vec();
-    args.extend([
-        "-savePeriod",
-        "2",
-        "-epochs",
-        "7",
-        "-folder",
-        a.to_str().unwrap(),
-    ]);
-    assert!(train(&args).status.success());
-    let mut args = SMALL.to_vec();
-    args.extend([
-        "-savePeriod",
-        "2",
-        "-epochs",
-        "3",
-        "-folder",
-        b.to_str().unwrap(),
-    ]);
-    assert!(train(&args).status.success());
+    assert!(
+        train_small(&a, &["-savePeriod", "2", "-epochs", "7"])
+            .status
+            .success()
+    );
+    assert!(
+        train_small(&b, &["-savePeriod", "2", "-epochs", "3"])
+            .status
+            .success()
+    );
     // Simulate a crash after epoch 3 was saved but before more rows were trusted: resume.
     let out = train(&["-load", "-folder", b.to_str().unwrap(), "-epochs", "7"]);
     assert!(
@@ -217,18 +216,8 @@ fn a_resumed_run_is_bit_identical_to_an_uninterrupted_one() {
 #[test]
 fn divergence_stops_with_a_message_and_keeps_the_last_checkpoint() {
     let dir = scratch("diverge");
-    let mut args = SMALL.to_vec();
-    args.extend([
-        "-lr",
-        "1e6",
-        "-epochs",
-        "200",
-        "-savePeriod",
-        "1",
-        "-folder",
-        dir.to_str().unwrap(),
-    ]);
-    let out = train(&args);
+    let diverging = ["-lr", "1e6", "-epochs", "200", "-savePeriod", "1"];
+    let out = train_small(&dir, &diverging);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(stderr.contains("training diverged at epoch"), "{stderr}");
