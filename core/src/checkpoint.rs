@@ -2,15 +2,19 @@
 //! with a checksum so that a truncated or corrupt file is refused with a clear error (never a
 //! panic).
 //!
-//! Layout (little endian): `b"NEURALRG"`, format version `u32`, epoch `u64`, then three
-//! sections, each a `u64` length and its bytes: the masks of every block (JSON, one
-//! `nlayers x width` array of 0/1 per block layer: stored, so that loading never re-derives them
-//! from the seed), the model and the optimizer (MessagePack bytes of Burn's records at double
-//! precision); then an FNV-1a 64-bit checksum of everything before it. The RNG state is not
-//! stored: each epoch's samples are a function of the seed and the epoch ([`crate::train`]).
+//! Layout (little endian): `b"NEURALRG"`, format version `u32`, epoch `u64`, then four
+//! sections, each a `u64` length and its bytes: the training configuration the checkpoint was
+//! made for (JSON, as in `parameters.json`: loading compares it with the run's), the masks of
+//! every block (JSON, one `nlayers x width` array of 0/1 per block layer: stored, so that loading
+//! never re-derives them from the seed), the model and the optimizer (MessagePack bytes of Burn's
+//! records at double precision); then an FNV-1a 64-bit checksum of everything before it. The RNG
+//! state is not stored: each epoch's samples are a function of the seed and the epoch
+//! ([`crate::train`]).
 //!
-//! Version 2 (packed parameters, one tensor per block) replaced version 1 (17 tensors per
-//! coupling layer, masks re-derived from the seed); version 1 files are refused, naming both.
+//! Version 3 added the configuration section to version 2 (packed parameters, one tensor per
+//! block), which is still read (its configuration is taken from `parameters.json`). Version 1
+//! (17 tensors per coupling layer, masks re-derived from the seed) and versions newer than this
+//! build's are refused, naming both.
 
 use burn::module::Module;
 use burn::optim::Adam;
@@ -20,11 +24,13 @@ use burn::record::{DoublePrecisionSettings, NamedMpkBytesRecorder, Recorder};
 
 use crate::flow::Flow;
 use crate::fused::FlowAutodiff;
-use crate::mera::MeraConfig;
+use crate::train::TrainConfig;
 
 const MAGIC: &[u8; 8] = b"NEURALRG";
-/// The format this build writes and reads.
-pub const VERSION: u32 = 2;
+/// The format this build writes.
+pub const VERSION: u32 = 3;
+/// The oldest format this build reads.
+pub const OLDEST: u32 = 2;
 
 /// Why a checkpoint could not be written or read.
 #[derive(Debug, thiserror::Error)]
@@ -32,16 +38,27 @@ pub enum CheckpointError {
     #[error("not a neuralrg checkpoint (bad header)")]
     Header,
     #[error(
-        "checkpoint format version {0} is not supported: this build reads version {VERSION} \
-         (version 1 is from neuralrg 0.1, before the parameters were packed; train the run again)"
+        "checkpoint format version {0} is not supported: this build reads version {OLDEST} to \
+         {VERSION} (version 1 is from neuralrg 0.1, before the parameters were packed; train the \
+         run again)"
     )]
     Version(u32),
+    #[error(
+        "checkpoint format version {0} is newer than this build's (it reads version {OLDEST} to \
+         {VERSION}): use the neuralrg that wrote it, or a newer one"
+    )]
+    Newer(u32),
     #[error("checkpoint is truncated ({0} bytes)")]
     Truncated(usize),
     #[error("checkpoint is corrupt (checksum mismatch)")]
     Checksum,
     #[error("checkpoint does not match the run's parameters: {0}")]
     Record(String),
+    #[error(
+        "the checkpoint was made for other settings than parameters.json holds: {0} \
+         (restore parameters.json, or train a new run in another folder)"
+    )]
+    Mismatch(String),
     #[error("run parameters are invalid: {0}")]
     Config(String),
 }
@@ -55,12 +72,22 @@ pub fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
-/// Encodes epoch, masks, flow and optimizer state.
+impl CheckpointError {
+    /// The file is damaged (cut short, bytes changed): an older checkpoint may stand in for it.
+    /// Every other error is a checkpoint that is intact but not for this run or this build.
+    pub fn is_damage(&self) -> bool {
+        matches!(self, Self::Header | Self::Truncated(_) | Self::Checksum)
+    }
+}
+
+/// Encodes epoch, configuration, masks, flow and optimizer state.
 pub fn encode<B: FlowAutodiff>(
     epoch: usize,
+    config: &TrainConfig,
     flow: &Flow<B>,
     optim: &OptimizerAdaptor<Adam, Flow<B>, B>,
 ) -> Result<Vec<u8>, CheckpointError> {
+    let config = serde_json::to_vec(config).expect("configuration serializes");
     let masks = serde_json::to_vec(&flow.mera.masks()).expect("masks serialize");
     let rec = Recorder_::default();
     let model = Recorder::<B>::record(&rec, flow.clone().into_record(), ())
@@ -71,7 +98,7 @@ pub fn encode<B: FlowAutodiff>(
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&(epoch as u64).to_le_bytes());
-    for section in [&masks, &model, &opt] {
+    for section in [&config, &masks, &model, &opt] {
         out.extend_from_slice(&(section.len() as u64).to_le_bytes());
         out.extend_from_slice(section);
     }
@@ -83,6 +110,8 @@ pub fn encode<B: FlowAutodiff>(
 /// The sections of a checkpoint.
 pub struct Sections<'a> {
     pub epoch: usize,
+    /// JSON: the training configuration (version 3 on).
+    pub config: Option<&'a [u8]>,
     /// JSON: the masks of every block.
     pub masks: &'a [u8],
     pub model: &'a [u8],
@@ -106,13 +135,17 @@ pub fn sections(bytes: &[u8]) -> Result<Sections<'_>, CheckpointError> {
             .ok_or_else(truncated)
     };
     let version = u32::from_le_bytes(bytes.get(8..12).ok_or_else(truncated)?.try_into().unwrap());
-    if version != VERSION {
+    if version > VERSION {
+        return Err(CheckpointError::Newer(version));
+    }
+    if version < OLDEST {
         return Err(CheckpointError::Version(version));
     }
     let epoch = u64_at(12)? as usize;
     let mut at = 20;
     let mut parts = Vec::new();
-    for _ in 0..3 {
+    let count = if version >= 3 { 4 } else { 3 };
+    for _ in 0..count {
         let len = usize::try_from(u64_at(at)?).map_err(|_| truncated())?;
         at += 8;
         let end = at
@@ -129,30 +162,53 @@ pub fn sections(bytes: &[u8]) -> Result<Sections<'_>, CheckpointError> {
     if fnv1a(&bytes[..at]) != sum {
         return Err(CheckpointError::Checksum);
     }
+    let config = (count == 4).then(|| parts.remove(0));
     Ok(Sections {
         epoch,
+        config,
         masks: parts[0],
         model: parts[1],
         optimizer: parts[2],
     })
 }
 
-/// Decodes a checkpoint into a flow (of architecture `config`, with the stored masks) and an
-/// optimizer.
+/// Decodes a checkpoint into a flow (of the architecture of `config`, with the stored masks) and
+/// an optimizer. A checkpoint made for another configuration is refused, naming each setting
+/// that differs, except those a resumed run may change ([`TrainConfig::RESUMABLE`]).
 #[allow(clippy::type_complexity)]
 pub fn decode<B: FlowAutodiff>(
     bytes: &[u8],
-    config: &MeraConfig,
+    config: &TrainConfig,
     flow: Flow<B>,
     optim: OptimizerAdaptor<Adam, Flow<B>, B>,
     device: &B::Device,
 ) -> Result<(usize, Flow<B>, OptimizerAdaptor<Adam, Flow<B>, B>), CheckpointError> {
     let Sections {
         epoch,
+        config: stored,
         masks,
         model,
         optimizer: opt,
     } = sections(bytes)?;
+    if let Some(stored) = stored {
+        let stored: TrainConfig = serde_json::from_slice(stored)
+            .map_err(|e| CheckpointError::Record(format!("configuration: {e}")))?;
+        let differ: Vec<String> = stored
+            .differences(config)
+            .into_iter()
+            .filter(|d| !TrainConfig::RESUMABLE.contains(&d.name.as_str()))
+            .map(|d| {
+                format!(
+                    "{} = {} (checkpoint) vs {} (parameters.json)",
+                    d.name, d.a, d.b
+                )
+            })
+            .collect();
+        if !differ.is_empty() {
+            return Err(CheckpointError::Mismatch(differ.join(", ")));
+        }
+    }
+    let config = &config.mera();
     let masks: Vec<Vec<u8>> = serde_json::from_slice(masks)
         .map_err(|e| CheckpointError::Record(format!("masks: {e}")))?;
     let flow = Flow {

@@ -2,10 +2,16 @@
 //! `records/train.csv` one row per epoch, `pic/`, and `summary.json` at the end.
 //! A run is resumed exactly from its newest checkpoint: same epoch, optimizer state and sample
 //! stream, so a stopped and resumed run ends bit-identical to an uninterrupted one.
+//!
+//! One process writes a run folder at a time: [`FolderLock`] (an advisory lock on `.lock`,
+//! released by the system when the holder exits or dies). SIGINT and SIGTERM (after
+//! [`stop_on_signals`]) end training at the end of the current epoch with a checkpoint.
 
 use std::fs;
-use std::io::Write;
+use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
@@ -55,9 +61,19 @@ fn default_hmc_chains() -> usize {
 /// Persistent HMC chains measured during training, unless set otherwise.
 pub const DEFAULT_HMC_CHAINS: usize = 32;
 
+/// The `parameters.json` format this build writes; files of a newer format are refused.
+pub const PARAMETERS_FORMAT: u32 = 1;
+
+fn format_1() -> u32 {
+    1
+}
+
 /// `parameters.json`: the training configuration, the run options and provenance.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Parameters {
+    /// Format of this file ([`PARAMETERS_FORMAT`]; files without the key are format 1).
+    #[serde(default = "format_1")]
+    pub format: u32,
     #[serde(flatten)]
     pub config: TrainConfig,
     #[serde(flatten)]
@@ -106,6 +122,9 @@ pub enum RunError {
     /// I/O (exit code 1).
     #[error("{0}")]
     Io(String),
+    /// Stopped by SIGINT or SIGTERM after a checkpoint (exit code 130).
+    #[error("{0}")]
+    Interrupted(String),
 }
 
 impl From<crate::device::DeviceError> for RunError {
@@ -118,17 +137,30 @@ fn io(path: &Path, e: impl std::fmt::Display) -> RunError {
     RunError::Io(format!("{}: {e}", path.display()))
 }
 
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, synced, renamed.
+/// Writes `bytes` to `path` atomically: a temporary file of a unique name in the same folder,
+/// synced, renamed over `path`, then the folder synced (so the rename survives a crash). On an
+/// error the temporary file is removed and `path` is left as it was.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), RunError> {
-    let tmp = path.with_extension(format!(
-        "{}.tmp",
-        path.extension().and_then(|e| e.to_str()).unwrap_or("")
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
+    let tmp = path.with_file_name(format!(
+        ".{name}.{}.{}.tmp",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
     ));
-    let mut f = fs::File::create(&tmp).map_err(|e| io(&tmp, e))?;
-    f.write_all(bytes)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| io(path, e))
+    let written = fs::File::create(&tmp)
+        .and_then(|mut f| f.write_all(bytes).and_then(|_| f.sync_all()))
+        .map_err(|e| io(&tmp, e))
+        .and_then(|_| fs::rename(&tmp, path).map_err(|e| io(path, e)));
+    if written.is_err() {
+        let _ = fs::remove_file(&tmp);
+        return written;
+    }
+    // Not every file system can sync a directory; the rename is done either way.
+    if let Some(dir) = path.parent().and_then(|d| fs::File::open(d).ok()) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
 }
 
 /// The checkpoints of a run folder, oldest first, with their epochs.
@@ -152,35 +184,161 @@ pub fn checkpoints(folder: &Path) -> Vec<(usize, PathBuf)> {
     found
 }
 
-/// Reads a run folder's `parameters.json`.
+/// Reads a run folder's `parameters.json`; one of a newer format is refused, naming both.
 pub fn read_parameters(folder: &Path) -> Result<Parameters, RunError> {
     let path = folder.join("parameters.json");
-    let text = fs::read_to_string(&path).map_err(|_| {
-        RunError::Input(format!("{} has no run to load: {} is missing (train a run there first, or pick the run's folder)", folder.display(), path.display()))
+    let text = fs::read_to_string(&path).map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            RunError::Input(format!("{} has no run to load: {} is missing (train a run there first, or pick the run's folder)", folder.display(), path.display()))
+        } else {
+            io(&path, e)
+        }
     })?;
-    serde_json::from_str(&text).map_err(|e| {
+    let invalid = |e: serde_json::Error| {
         RunError::Input(format!(
             "{} is not a valid parameters file: {e}",
             path.display()
         ))
-    })
+    };
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(invalid)?;
+    if let Some(format) = value.get("format").and_then(|f| f.as_u64())
+        && format > PARAMETERS_FORMAT as u64
+    {
+        return Err(RunError::Input(format!(
+            "{} is of format {format}, newer than this build's (it reads format {PARAMETERS_FORMAT}): use the neuralrg that wrote it, or a newer one",
+            path.display()
+        )));
+    }
+    serde_json::from_value(value).map_err(invalid)
 }
 
-/// Loads the newest checkpoint of a folder into a trainer.
+/// Loads the newest good checkpoint of a folder into a trainer. A damaged one (cut short,
+/// bytes changed) is skipped with a warning naming it, for the next older one; a checkpoint that
+/// is intact but not for this run (other settings, another format) is refused.
 pub fn load_trainer<B: FlowAutodiff>(
     folder: &Path,
     config: &TrainConfig,
     device: &B::Device,
 ) -> Result<Trainer<B>, RunError> {
-    let (_, path) = checkpoints(folder).pop().ok_or_else(|| {
-        RunError::Input(format!(
+    let found = checkpoints(folder);
+    if found.is_empty() {
+        return Err(RunError::Input(format!(
             "{} has no checkpoint in savings/ to load",
             folder.display()
-        ))
-    })?;
-    let bytes = fs::read(&path).map_err(|e| io(&path, e))?;
-    Trainer::from_checkpoint(config.clone(), &bytes, device)
-        .map_err(|e| RunError::Input(format!("cannot load checkpoint {}: {e}", path.display())))
+        )));
+    }
+    let mut skipped: Vec<(PathBuf, String)> = Vec::new();
+    for (_, path) in found.iter().rev() {
+        let bytes = fs::read(path).map_err(|e| io(path, e))?;
+        match Trainer::from_checkpoint(config.clone(), &bytes, device) {
+            Ok(trainer) => {
+                for (skip, why) in &skipped {
+                    eprintln!(
+                        "warning: skipped the damaged checkpoint {} ({why}); loaded {} (epoch {})",
+                        skip.display(),
+                        path.display(),
+                        trainer.epoch
+                    );
+                }
+                return Ok(trainer);
+            }
+            Err(e) if e.is_damage() => skipped.push((path.clone(), e.to_string())),
+            Err(e) => {
+                return Err(RunError::Input(format!(
+                    "cannot load checkpoint {}: {e}",
+                    path.display()
+                )));
+            }
+        }
+    }
+    let list: Vec<String> = skipped
+        .iter()
+        .map(|(p, why)| format!("{}: {why}", p.display()))
+        .collect();
+    Err(RunError::Input(format!(
+        "no checkpoint of {} can be loaded: {}",
+        folder.display(),
+        list.join("; ")
+    )))
+}
+
+/// The exclusive right to write one run folder: an advisory lock on its `.lock` file (which
+/// holds the holder's pid), released when this value is dropped or the process ends in any way.
+#[derive(Debug)]
+pub struct FolderLock {
+    _file: fs::File,
+    folder: PathBuf,
+}
+
+impl FolderLock {
+    /// Takes the folder's lock (creating the folder), or refuses naming the holder's pid.
+    pub fn acquire(folder: &Path) -> Result<Self, RunError> {
+        fs::create_dir_all(folder).map_err(|e| io(folder, e))?;
+        let path = folder.join(".lock");
+        let mut file = fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(|e| io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                return Err(RunError::Input(format!(
+                    "{} is in use: another train or sweep (pid {}) is writing it; wait for it to end, or stop it",
+                    folder.display(),
+                    pid.trim()
+                )));
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(io(&path, e)),
+        }
+        file.set_len(0)
+            .and_then(|_| file.rewind())
+            .and_then(|_| write!(file, "{}", std::process::id()))
+            .and_then(|_| file.flush())
+            .map_err(|e| io(&path, e))?;
+        Ok(Self {
+            _file: file,
+            folder: folder.to_path_buf(),
+        })
+    }
+
+    /// The folder this lock holds.
+    pub fn folder(&self) -> &Path {
+        &self.folder
+    }
+}
+
+/// Whether a process holds the run folder's lock now (a `train` or `sweep` writing it).
+pub fn is_being_written(folder: &Path) -> bool {
+    fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(folder.join(".lock"))
+        .is_ok_and(|f| matches!(f.try_lock(), Err(fs::TryLockError::WouldBlock)))
+}
+
+/// Set by SIGINT or SIGTERM once [`stop_on_signals`] is installed.
+static STOP: std::sync::OnceLock<Arc<AtomicBool>> = std::sync::OnceLock::new();
+
+/// From now on SIGINT and SIGTERM ask [`train`] to stop at the end of the current epoch, after a
+/// checkpoint; a second signal ends the process at once (exit code 130; the newest checkpoint
+/// stays). For the command-line programs.
+pub fn stop_on_signals() -> Result<(), RunError> {
+    let flag = STOP.get_or_init(|| Arc::new(AtomicBool::new(false)));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(flag))
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(flag)))
+            .map_err(|e| RunError::Io(format!("cannot install the signal handlers: {e}")))?;
+    }
+    Ok(())
+}
+
+fn stop_requested() -> bool {
+    STOP.get().is_some_and(|f| f.load(Ordering::Relaxed))
 }
 
 const CSV_HEADER: &str = "epoch,loss,F,F_std,F_stderr,relative_error,seconds";
@@ -195,7 +353,13 @@ fn reopen_records(
     header: &str,
     epoch: usize,
 ) -> Result<(Vec<String>, fs::File), RunError> {
-    let text = fs::read_to_string(path).unwrap_or_default();
+    // A file that is not there yet has no rows; one that cannot be read is an error (never
+    // rewritten to its header).
+    let text = match fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(io(path, e)),
+    };
     let rows: Vec<String> = text
         .lines()
         .skip(1)
@@ -279,16 +443,38 @@ fn measure<B: FlowAutodiff>(
     row
 }
 
-/// Opens a run in its folder: a new one (the folder must not hold a run yet), or with `resume`
-/// the folder's run at its newest checkpoint.
+/// A run opened for training: its trainer, and the lock that keeps other writers out.
+pub struct Opened<B: FlowAutodiff> {
+    pub trainer: Trainer<B>,
+    lock: FolderLock,
+}
+
+/// Opens a run in its folder, taking the folder's [`FolderLock`]: a new one (the folder must not
+/// hold a run yet), or with `resume` the folder's run at its newest good checkpoint.
 pub fn open<B: FlowAutodiff>(
     params: &Parameters,
     resume: bool,
     device: &B::Device,
-) -> Result<Trainer<B>, RunError> {
+) -> Result<Opened<B>, RunError> {
     let folder = &params.options.folder;
+    let lock = FolderLock::acquire(folder)?;
+    // Temporary files of a writer killed mid-write (nobody else holds the lock now).
+    for dir in [
+        folder.clone(),
+        folder.join("savings"),
+        folder.join("records"),
+    ] {
+        for entry in fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with('.') && name.ends_with(".tmp") {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
     if resume {
-        return load_trainer::<B>(folder, &params.config, device);
+        let trainer = load_trainer::<B>(folder, &params.config, device)?;
+        return Ok(Opened { trainer, lock });
     }
     if let Some((epoch, _)) = checkpoints(folder).pop() {
         return Err(RunError::Input(format!(
@@ -305,17 +491,29 @@ pub fn open<B: FlowAutodiff>(
         &folder.join("records").join("train.csv"),
         format!("{CSV_HEADER}\n").as_bytes(),
     )?;
-    Ok(trainer)
+    Ok(Opened { trainer, lock })
 }
 
 /// Trains an [`open`]ed run up to `params.options.epochs`, writing checkpoints, records and the
-/// summary. `on_epoch` sees every epoch's statistics (progress display).
+/// summary. `on_epoch` sees every epoch's statistics (progress display). After SIGINT or SIGTERM
+/// (see [`stop_on_signals`]) it writes a checkpoint at the end of the epoch and returns
+/// [`RunError::Interrupted`].
 pub fn train<B: FlowAutodiff>(
-    mut trainer: Trainer<B>,
+    opened: Opened<B>,
     params: Parameters,
     mut on_epoch: impl FnMut(&EpochStats, &Trainer<B>),
 ) -> Result<Summary, RunError> {
+    let Opened { mut trainer, lock } = opened;
     let folder = params.options.folder.clone();
+    debug_assert_eq!(lock.folder(), folder);
+    // Checkpoints past the one loaded are damaged ones that loading skipped: set them aside
+    // (kept for inspection) so that pruning never counts them as newer than the good ones.
+    for (epoch, path) in checkpoints(&folder) {
+        if epoch > trainer.epoch {
+            let aside = path.with_extension("ckpt.damaged");
+            fs::rename(&path, &aside).map_err(|e| io(&path, e))?;
+        }
+    }
     let records = folder.join("records").join("train.csv");
     let json = serde_json::to_string_pretty(&params).expect("parameters serialize");
     write_atomic(&folder.join("parameters.json"), json.as_bytes())?;
@@ -388,6 +586,17 @@ pub fn train<B: FlowAutodiff>(
                 writeln!(measure_csv, "{row}").map_err(|e| io(&measurements, e))?;
             }
         }
+        if stop_requested() && trainer.epoch < params.options.epochs {
+            if checkpoints(&folder).last().map(|(e, _)| *e) != Some(trainer.epoch) {
+                save(&trainer)?;
+            }
+            return Err(RunError::Interrupted(format!(
+                "stopped by a signal at epoch {} of {}; checkpoint saved in {}",
+                trainer.epoch,
+                params.options.epochs,
+                folder.join("savings").display()
+            )));
+        }
     }
     if checkpoints(&folder).last().map(|(e, _)| *e) != Some(trainer.epoch) {
         save(&trainer)?;
@@ -396,8 +605,20 @@ pub fn train<B: FlowAutodiff>(
     let seconds_per_epoch = if done > 0 {
         t0.elapsed().as_secs_f64() / done as f64
     } else {
-        f64::NAN
+        // Resumed at its last epoch: the time the records hold.
+        let seconds: Vec<f64> = history
+            .iter()
+            .filter_map(|l| l.rsplit(',').next()?.parse().ok())
+            .collect();
+        seconds.iter().sum::<f64>() / seconds.len().max(1) as f64
     };
+    if history.is_empty() {
+        return Err(RunError::Io(format!(
+            "{} has no rows up to epoch {}: cannot summarize the run",
+            records.display(),
+            trainer.epoch
+        )));
+    }
     let summary = summarize(&params, &history, seconds_per_epoch, &folder);
     let json = serde_json::to_string_pretty(&summary).expect("summary serializes");
     write_atomic(&folder.join("summary.json"), json.as_bytes())?;

@@ -116,7 +116,46 @@ fn bad(name: &'static str, value: impl ToString, allowed: impl ToString) -> Conf
     }
 }
 
+/// One setting on which two configurations differ: its `parameters.json` name and both values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Difference {
+    pub name: String,
+    pub a: String,
+    pub b: String,
+}
+
 impl TrainConfig {
+    /// Settings a resumed run may change (the optimizer's step size and clipping); every other
+    /// one shapes the model, the target or the sample stream.
+    pub const RESUMABLE: &'static [&'static str] = &["lr", "clip"];
+
+    /// The settings on which `self` (`a`) and `other` (`b`) differ, by their `parameters.json`
+    /// names (sorted).
+    pub fn differences(&self, other: &TrainConfig) -> Vec<Difference> {
+        let (a, b) = (
+            serde_json::to_value(self).expect("configuration serializes"),
+            serde_json::to_value(other).expect("configuration serializes"),
+        );
+        let (serde_json::Value::Object(a), serde_json::Value::Object(b)) = (a, b) else {
+            unreachable!("a configuration serializes to an object")
+        };
+        let show = |v: Option<&serde_json::Value>| match v {
+            None | Some(serde_json::Value::Null) => "none".to_string(),
+            Some(v) => v.to_string(),
+        };
+        let mut names: Vec<&String> = a.keys().collect();
+        names.extend(b.keys().filter(|k| !a.contains_key(*k)));
+        names
+            .into_iter()
+            .filter(|k| a.get(*k) != b.get(*k))
+            .map(|k| Difference {
+                name: k.clone(),
+                a: show(a.get(k)),
+                b: show(b.get(k)),
+            })
+            .collect()
+    }
+
     /// The paper's configuration (`nlayers 10, nmlp 3, nhidden 10, nrepeat 1`, symmetrized,
     /// batch 512, Adam lr 1e-3 with weight decay 1e-3) at side `l`, dimension `d`, temperature `t`.
     pub fn paper(l: usize, d: usize, t: f64) -> Result<Self, ConfigError> {
@@ -478,7 +517,7 @@ impl<B: FlowAutodiff> Trainer<B> {
 
     /// The trained parameters and optimizer state as bytes (see [`crate::checkpoint`]).
     pub fn to_checkpoint(&self) -> Result<Vec<u8>, crate::checkpoint::CheckpointError> {
-        crate::checkpoint::encode(self.epoch, self.flow(), &self.optim)
+        crate::checkpoint::encode(self.epoch, &self.config, self.flow(), &self.optim)
     }
 
     /// Restores a run from [`Trainer::to_checkpoint`]'s bytes.
@@ -491,7 +530,7 @@ impl<B: FlowAutodiff> Trainer<B> {
             .map_err(|e| crate::checkpoint::CheckpointError::Config(e.to_string()))?;
         let (epoch, flow, optim) = crate::checkpoint::decode(
             bytes,
-            &trainer.config.mera(),
+            &trainer.config,
             trainer.flow.take().expect("fresh flow"),
             trainer.optim,
             device,

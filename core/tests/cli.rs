@@ -1,34 +1,13 @@
 //! The `train` command end to end: bad input, resuming bit-identically, the NaN guard.
 
 use std::path::Path;
-use std::process::{Command, Output};
 
 use burn::backend::{Autodiff, Flex};
 use neuralrg::checkpoint::flat_parameters;
 use neuralrg::run;
 
 mod common;
-use common::{assert_refused, scratch};
-
-fn train(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_train"))
-        .args(args)
-        .output()
-        .expect("run train")
-}
-
-/// A tiny, fast configuration.
-const SMALL: &[&str] = &[
-    "-L", "4", "-nlayers", "2", "-nhidden", "4", "-nmlp", "1", "-batch", "32",
-];
-
-/// `train` on the tiny configuration into `folder`, with more options.
-fn train_small(folder: &Path, extra: &[&str]) -> Output {
-    let mut args = SMALL.to_vec();
-    args.extend(["-folder", folder.to_str().unwrap()]);
-    args.extend(extra);
-    train(&args)
-}
+use common::{assert_refused, final_parameters, records, scratch, train, train_small};
 
 #[test]
 fn bad_input_gets_one_line_and_exit_code_2() {
@@ -143,27 +122,14 @@ fn a_checkpoint_of_the_old_format_is_refused_naming_both_versions() {
     let out = train(&["-load", "-folder", folder, "-epochs", "2"]);
     assert_refused(&out, "version 1");
     assert!(
-        String::from_utf8_lossy(&out.stderr)
-            .contains(&format!("reads version {}", neuralrg::checkpoint::VERSION)),
+        String::from_utf8_lossy(&out.stderr).contains(&format!(
+            "reads version {} to {}",
+            neuralrg::checkpoint::OLDEST,
+            neuralrg::checkpoint::VERSION
+        )),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn records(folder: &Path) -> Vec<String> {
-    // Everything but the wall-clock column.
-    std::fs::read_to_string(folder.join("records/train.csv"))
-        .unwrap()
-        .lines()
-        .map(|l| l.rsplit_once(',').unwrap().0.to_string())
-        .collect()
-}
-
-fn final_parameters(folder: &Path) -> Vec<f64> {
-    let params = run::read_parameters(folder).unwrap();
-    let trainer =
-        run::load_trainer::<Autodiff<Flex>>(folder, &params.config, &Default::default()).unwrap();
-    flat_parameters(trainer.flow())
 }
 
 #[test]

@@ -70,6 +70,18 @@ fn a_sweep_trains_skips_and_resumes() {
         "{stderr}"
     );
     assert!(folder.join("T3.0_depth2/summary.json").exists());
+
+    // Settings changed since the runs were trained: refused, naming the setting, never passed
+    // off as finished.
+    let text = std::fs::read_to_string(&settings).unwrap();
+    std::fs::write(
+        &settings,
+        text.replace("batch = 32", "batch = 32\nlr = 0.002"),
+    )
+    .unwrap();
+    let out = sweep(&[s]);
+    assert_refused(&out, "lr = 0.001 (run) vs 0.002 (settings)");
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("finished, skipped"));
 }
 
 #[test]
@@ -90,6 +102,14 @@ fn bad_settings_are_refused() {
             "not a valid sweep settings file",
         ),
         ("this is not toml", "not a valid sweep settings file"),
+        (
+            "folder = \"x\"\nL = 4\ntemperatures = [2.0]\nepochs = 1\n[train]\nwarmup = 5\n",
+            "warmup is set without schedule",
+        ),
+        (
+            "folder = \"x\"\nL = 4\ntemperatures = [2.0]\nepochs = 10\n[train]\nschedule = \"cosine\"\nwarmup = 10\n",
+            "at least one epoch after the warm-up",
+        ),
     ] {
         let path = dir.join("bad.toml");
         std::fs::write(&path, body).unwrap();

@@ -35,10 +35,33 @@ pub fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {
         .collect()
 }
 
+/// The options given on the command line (clap's ids, the field names), as opposed to those
+/// that took their defaults.
+#[derive(Debug, Clone, Default)]
+pub struct Given(Vec<String>);
+
+impl Given {
+    pub fn contains(&self, id: &str) -> bool {
+        self.0.iter().any(|g| g == id)
+    }
+}
+
 /// Parses the command line; `--help` and `--version` print and exit 0, bad arguments print one
 /// line (clap's first, which names the bad value or option) and give `Err(exit code 2)`.
-pub fn parse<T: clap::Parser>() -> Result<T, ExitCode> {
-    match T::try_parse_from(normalize_args(std::env::args())) {
+pub fn parse<T: clap::Parser>() -> Result<(T, Given), ExitCode> {
+    let parsed = T::command()
+        .try_get_matches_from(normalize_args(std::env::args()))
+        .and_then(|m| {
+            let given = m
+                .ids()
+                .filter(|id| {
+                    m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
+                })
+                .map(|id| id.to_string())
+                .collect();
+            T::from_arg_matches(&m).map(|t| (t, Given(given)))
+        });
+    match parsed {
         Ok(cli) => Ok(cli),
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
@@ -54,16 +77,25 @@ pub fn parse<T: clap::Parser>() -> Result<T, ExitCode> {
 
 /// A binary's `main`: parse the command line (see [`parse`]), run, report (see [`report`]).
 pub fn main<T: clap::Parser>(run: impl FnOnce(T) -> Result<(), RunError>) -> ExitCode {
+    main_given(|args, _| run(args))
+}
+
+/// [`main`] for a command that needs to know which options were given explicitly.
+pub fn main_given<T: clap::Parser>(run: impl FnOnce(T, Given) -> Result<(), RunError>) -> ExitCode {
     match parse::<T>() {
-        Ok(args) => report(run(args)),
+        Ok((args, given)) => report(run(args, given)),
         Err(code) => code,
     }
 }
 
-/// Prints a run error as one line; exit code 2 for bad input, 1 otherwise.
+/// Prints a run error as one line; exit code 2 for bad input, 130 after a signal, 1 otherwise.
 pub fn report(result: Result<(), RunError>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
+        Err(RunError::Interrupted(msg)) => {
+            eprintln!("{msg}");
+            ExitCode::from(130)
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::from(match e {

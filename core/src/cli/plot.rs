@@ -1,7 +1,8 @@
 //! `plot`: the training monitor, as the original's `plot.py -folder F -per 30 -exact 0.544445`:
 //! the free energy against the exact bound, the relative error on a log axis, the acceptance
 //! rates and a measured observable with error bars against its exact value, into
-//! `pic/monitor.{png,svg}`. With `--per` it redraws while the run trains and stops when it ends.
+//! `pic/monitor.{png,svg}`. With `--per` it redraws while the run trains and stops, saying so,
+//! when the run ends or stops (nobody holds its folder's lock).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -40,7 +41,7 @@ struct Cli {
     /// Run folder written by `train`.
     #[arg(long)]
     folder: PathBuf,
-    /// Redraw every this many seconds while the run trains; stop when it ends.
+    /// Redraw every this many seconds while the run trains; stop when it ends, is stopped or dies.
     #[arg(long)]
     per: Option<f64>,
     /// Exact value of the observable to draw as a line (default: the project's own where known:
@@ -134,11 +135,19 @@ fn run_cli(args: Cli) -> Result<(), RunError> {
             monitor.acceptance.len(),
             pic.join("monitor.{png,svg}").display()
         );
-        match args.per {
-            Some(per) if !finished(&args.folder) => {
-                std::thread::sleep(Duration::from_secs_f64(per))
-            }
-            _ => return Ok(()),
+        let Some(per) = args.per else { return Ok(()) };
+        if finished(&args.folder) {
+            eprintln!("plot: the run has finished");
+            return Ok(());
         }
+        // Nobody writes the folder and it is not finished: the run was stopped or died.
+        if !run::is_being_written(&args.folder) {
+            eprintln!(
+                "plot: the run is not training (stopped or died before its end); resume it with: train --load --folder {}",
+                args.folder.display()
+            );
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_secs_f64(per));
     }
 }

@@ -22,7 +22,13 @@
 //! symmetry = true
 //! alpha = 1.0
 //! seed = 1
+//! schedule = "constant"           # or "cosine" (warm-up, then a cosine decay to 0 at `epochs`)
+//! warmup = 100                    # warm-up epochs of the cosine schedule
 //! ```
+//!
+//! A run folder whose `parameters.json` holds other training settings than the file asks for
+//! (the `[train]` table or `L`, `d` edited since) is refused, naming the settings, rather than
+//! passed off as finished or resumed with other settings; more `epochs` resume finished runs.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -34,7 +40,7 @@ use crate::fused::FlowAutodiff;
 use crate::lattice::Lattice;
 use crate::plot::{self, SweepFigure};
 use crate::run::{self, Parameters, RunError, RunOptions, Summary, write_atomic};
-use crate::train::TrainConfig;
+use crate::train::{Schedule, TrainConfig};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Deserialize;
@@ -87,6 +93,15 @@ struct TrainSettings {
     symmetry: Option<bool>,
     alpha: Option<f64>,
     seed: Option<u64>,
+    schedule: Option<SweepSchedule>,
+    warmup: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum SweepSchedule {
+    Constant,
+    Cosine,
 }
 
 fn two() -> usize {
@@ -139,10 +154,21 @@ fn plan(settings: &Settings) -> Result<Vec<Parameters>, RunError> {
             config.symmetry = tr.symmetry.unwrap_or(config.symmetry);
             config.alpha = tr.alpha.unwrap_or(config.alpha);
             config.seed = tr.seed.unwrap_or(config.seed);
+            if tr.schedule == Some(SweepSchedule::Cosine) {
+                config.schedule = Schedule::Cosine {
+                    epochs: settings.epochs,
+                    warmup: tr.warmup.unwrap_or(100),
+                };
+            } else if tr.warmup.is_some() {
+                return Err(bad(
+                    "warmup is set without schedule = \"cosine\": add it, or drop warmup",
+                ));
+            }
             config.validate().map_err(bad)?;
             // The temperature to full precision: two temperatures are two runs.
             let name = format!("T{t:?}_depth{depth}");
             runs.push(Parameters {
+                format: run::PARAMETERS_FORMAT,
                 options: RunOptions {
                     folder: settings.folder.join(&name),
                     name,
@@ -181,11 +207,21 @@ fn run_cli(args: Cli) -> Result<(), RunError> {
     for r in &mut runs {
         r.options.device = args.device;
     }
-    dispatch(false, args.device, Sweep { settings, runs })?
+    run::stop_on_signals()?;
+    dispatch(
+        false,
+        args.device,
+        Sweep {
+            settings,
+            settings_file: args.settings,
+            runs,
+        },
+    )?
 }
 
 struct Sweep {
     settings: Settings,
+    settings_file: PathBuf,
     runs: Vec<Parameters>,
 }
 
@@ -201,6 +237,23 @@ impl BackendJob for Sweep {
         for (i, params) in self.runs.into_iter().enumerate() {
             let folder = params.options.folder.clone();
             let (t, depth) = (params.config.t, params.config.depth);
+            if folder.join("parameters.json").exists() {
+                let stored = run::read_parameters(&folder)?;
+                let differ: Vec<String> = stored
+                    .config
+                    .differences(&params.config)
+                    .iter()
+                    .map(|d| format!("{} = {} (run) vs {} (settings)", d.name, d.a, d.b))
+                    .collect();
+                if !differ.is_empty() {
+                    return Err(bad(format!(
+                        "{} was trained with other settings than {} asks for: {}; move the folder away to train it again, or restore the settings",
+                        folder.display(),
+                        self.settings_file.display(),
+                        differ.join(", ")
+                    )));
+                }
+            }
             if let Some(s) = read_summary(&folder).filter(|s| s.epochs >= params.options.epochs) {
                 eprintln!(
                     "[{}/{total}] T={t:?} depth={depth}: finished, skipped",
@@ -210,12 +263,13 @@ impl BackendJob for Sweep {
                 continue;
             }
             let resume = !run::checkpoints(&folder).is_empty();
-            let trainer = run::open::<B>(&params, resume, &device)?;
+            let opened = run::open::<B>(&params, resume, &device)?;
             eprintln!(
-                "[{}/{total}] T={t:?} depth={depth}: {} at epoch {}",
+                "[{}/{total}] T={t:?} depth={depth}: {} at epoch {} in {}",
                 i + 1,
                 if resume { "resuming" } else { "training" },
-                trainer.epoch
+                opened.trainer.epoch,
+                folder.display()
             );
             let bar = ProgressBar::new(params.options.epochs as u64);
             bar.set_style(
@@ -224,13 +278,20 @@ impl BackendJob for Sweep {
                 )
                 .expect("valid template"),
             );
-            bar.set_position(trainer.epoch as u64);
-            let summary = run::train::<B>(trainer, params, |s, _| {
+            bar.set_position(opened.trainer.epoch as u64);
+            let summary = run::train::<B>(opened, params, |s, _| {
                 bar.set_position(s.epoch as u64);
                 bar.set_message(format!("rel.err = {:.3}%", 100.0 * s.relative_error));
             });
             bar.finish_and_clear();
-            results.push((depth, summary?));
+            let summary = summary.map_err(|e| match e {
+                RunError::Interrupted(msg) => RunError::Interrupted(format!(
+                    "{msg}; run the same sweep again to resume: sweep {}",
+                    self.settings_file.display()
+                )),
+                e => e,
+            })?;
+            results.push((depth, summary));
         }
         let mut csv = String::from(
             "L,d,T,depth,epochs,F,F_stderr,lnZx,relative_error,relative_error_stderr,seconds_per_epoch\n",

@@ -59,14 +59,16 @@ struct Cli {
     /// with --load: the stored value].
     #[arg(long = "save-period", alias = "savePeriod")]
     save_period: Option<usize>,
-    /// Checkpoints to keep in savings/ (the newest ones).
+    /// Checkpoints to keep in savings/ (the newest ones) [with --load: the stored value].
     #[arg(long, default_value_t = 3)]
     keep: usize,
     /// Train in f64 (on the CPU; f32 is the default).
     #[arg(long)]
     double: bool,
-    /// Resume the run in --folder from its newest checkpoint (its parameters.json wins over the
-    /// other options, except --epochs, --save-period, --keep and --device).
+    /// Resume the run in --folder from its newest good checkpoint. Options that change the model,
+    /// the target or the sample stream are refused unless they match the run's; --epochs,
+    /// --save-period, --keep, --device, --lr, --clip, --double, --skip-hmc and --hmc-chains take
+    /// effect and are written to parameters.json; options not given keep their stored values.
     #[arg(long)]
     load: bool,
     /// Hidden layers of each MLP in a coupling layer.
@@ -114,10 +116,31 @@ struct Cli {
     /// Seed of the weights, masks and samples.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Compute device: cpu (Burn's Flex backend; also `flex`), cuda[:N], vulkan[:N] or wgpu.
+    /// Compute device: cpu (Burn's Flex backend; also `flex`), cuda[:N], vulkan[:N] or wgpu
+    /// [with --load: the stored value].
     #[arg(long, default_value_t = DeviceKind::Cpu)]
     device: DeviceKind,
 }
+
+/// The options of each `parameters.json` setting of the configuration (clap ids), for `--load`.
+const OPTIONS_OF: &[(&str, &[&str])] = &[
+    ("L", &["l"]),
+    ("d", &["d"]),
+    ("T", &["t"]),
+    ("depthMERA", &["depth_mera"]),
+    ("nrepeat", &["nrepeat"]),
+    ("nlayers", &["nlayers"]),
+    ("nmlp", &["nmlp"]),
+    ("nhidden", &["nhidden"]),
+    ("symmetry", &["symmetry", "no_symmetry"]),
+    ("alpha", &["alpha"]),
+    ("batch", &["batch"]),
+    ("lr", &["lr"]),
+    ("weight_decay", &["weight_decay"]),
+    ("clip", &["clip"]),
+    ("schedule", &["schedule", "warmup"]),
+    ("seed", &["seed"]),
+];
 
 /// `--schedule`'s values.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -127,10 +150,76 @@ enum ScheduleKind {
 }
 
 pub fn main() -> ExitCode {
-    cli::main(run_cli)
+    cli::main_given(run_cli)
 }
 
-fn run_cli(cli: Cli) -> Result<(), RunError> {
+/// With `--load`: the stored parameters with the options given on this command line applied,
+/// and what changed ("epochs 150 -> 300"). Given options that would change the model, the
+/// target or the sample stream are refused, naming each.
+fn resumed(
+    mut stored: Parameters,
+    cli: &Cli,
+    given: &cli::Given,
+    config: &TrainConfig,
+) -> Result<(Parameters, Vec<String>), RunError> {
+    let mut refused = Vec::new();
+    let mut changes = Vec::new();
+    for d in config.differences(&stored.config) {
+        let options = OPTIONS_OF
+            .iter()
+            .find(|(name, _)| *name == d.name)
+            .map_or(&[][..], |o| o.1);
+        if !options.iter().any(|o| given.contains(o)) {
+            continue;
+        }
+        if TrainConfig::RESUMABLE.contains(&d.name.as_str()) {
+            changes.push(format!("{} {} -> {}", d.name, d.b, d.a));
+        } else {
+            refused.push(format!("{} = {} (the run has {})", d.name, d.a, d.b));
+        }
+    }
+    if !refused.is_empty() {
+        return Err(RunError::Input(format!(
+            "--load cannot change what the run in {} is: {}; drop those options, or train a new run in another folder",
+            stored.options.folder.display(),
+            refused.join(", ")
+        )));
+    }
+    if given.contains("lr") {
+        stored.config.lr = config.lr;
+    }
+    if given.contains("clip") {
+        stored.config.clip = config.clip;
+    }
+    let o = &mut stored.options;
+    // Each run option given on the command line replaces the stored one.
+    macro_rules! take {
+        ($id:literal, $name:literal, $field:ident, $value:expr) => {
+            if given.contains($id) {
+                let (old, new) = (o.$field.to_string(), $value.to_string());
+                if old != new {
+                    changes.push(format!("{} {old} -> {new}", $name));
+                }
+                o.$field = $value;
+            }
+        };
+    }
+    take!("epochs", "epochs", epochs, cli.epochs.expect("given"));
+    take!(
+        "save_period",
+        "savePeriod",
+        save_period,
+        cli.save_period.expect("given")
+    );
+    take!("keep", "keep", keep, cli.keep);
+    take!("device", "device", device, cli.device);
+    take!("double", "double", double, cli.double);
+    take!("skip_hmc", "skipHMC", skip_hmc, cli.skip_hmc);
+    take!("hmc_chains", "hmc_chains", hmc_chains, cli.hmc_chains);
+    Ok((stored, changes))
+}
+
+fn run_cli(cli: Cli, given: cli::Given) -> Result<(), RunError> {
     let lattice = Lattice::new(cli.l, cli.d).map_err(|e| RunError::Input(e.to_string()))?;
     let config = TrainConfig {
         lattice,
@@ -191,18 +280,30 @@ fn run_cli(cli: Cli) -> Result<(), RunError> {
         .folder
         .clone()
         .unwrap_or_else(|| PathBuf::from("runs").join(&name));
-    let mut params = if cli.load {
+    let params = if cli.load {
         let mut stored = run::read_parameters(&folder)?;
         stored.options.folder = folder.clone();
-        stored
+        let (params, changes) = resumed(stored, &cli, &given, &config)?;
+        eprintln!(
+            "neuralrg: resuming the run in {}{}",
+            folder.display(),
+            if changes.is_empty() {
+                " with its stored settings".to_string()
+            } else {
+                format!(" with {} (written to parameters.json)", changes.join(", "))
+            }
+        );
+        params
     } else {
+        eprintln!("neuralrg: new run in {}", folder.display());
         Parameters {
+            format: run::PARAMETERS_FORMAT,
             config,
             options: RunOptions {
-                folder,
+                folder: folder.clone(),
                 name,
-                epochs: DEFAULT_EPOCHS,
-                save_period: 50,
+                epochs: cli.epochs.unwrap_or(DEFAULT_EPOCHS),
+                save_period: cli.save_period.unwrap_or(50),
                 device: cli.device,
                 double: cli.double,
                 skip_hmc: cli.skip_hmc,
@@ -213,14 +314,6 @@ fn run_cli(cli: Cli) -> Result<(), RunError> {
             version: env!("CARGO_PKG_VERSION").into(),
         }
     };
-    if let Some(e) = cli.epochs {
-        params.options.epochs = e;
-    }
-    if let Some(p) = cli.save_period {
-        params.options.save_period = p;
-    }
-    params.options.device = cli.device;
-    params.options.keep = cli.keep;
     if let Schedule::Cosine { epochs, .. } = params.config.schedule
         && params.options.epochs > epochs
     {
@@ -231,6 +324,7 @@ fn run_cli(cli: Cli) -> Result<(), RunError> {
         )));
     }
     let (double, device) = (params.options.double, params.options.device);
+    run::stop_on_signals()?;
     dispatch(
         double,
         device,
@@ -259,7 +353,10 @@ fn go<B: FlowAutodiff>(
     device: B::Device,
 ) -> Result<(), RunError> {
     params.backend = B::name(&device);
-    let trainer = run::open::<B>(&params, resume, &device)?;
+    params.version = env!("CARGO_PKG_VERSION").into();
+    params.format = run::PARAMETERS_FORMAT;
+    let opened = run::open::<B>(&params, resume, &device)?;
+    let trainer = &opened.trainer;
     let rel = params.config.relaxation();
     let c = &params.config;
     eprintln!(
@@ -285,7 +382,8 @@ fn go<B: FlowAutodiff>(
         )
         .expect("valid template"),
     );
-    let summary = run::train::<B>(trainer, params, |s, _| {
+    let folder = params.options.folder.clone();
+    let summary = run::train::<B>(opened, params, |s, _| {
         bar.set_position(s.epoch as u64);
         bar.set_message(format!(
             "F = {:.4} ± {:.4}  rel.err = {:.3}%",
@@ -295,7 +393,13 @@ fn go<B: FlowAutodiff>(
         ));
     });
     bar.finish_and_clear();
-    let s = summary?;
+    let s = summary.map_err(|e| match e {
+        RunError::Interrupted(msg) => RunError::Interrupted(format!(
+            "{msg}; resume with: train --load --folder {}",
+            folder.display()
+        )),
+        e => e,
+    })?;
     println!("epochs            {}", s.epochs);
     println!(
         "F (last {:>3})      {:.6} ± {:.6}",

@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use burn::module::{ModuleMapper, Param};
@@ -64,12 +64,12 @@ pub fn scratch(name: &str) -> PathBuf {
 }
 
 /// Bad input: exit code 2, one line on stderr naming `needle`, no panic (besides the
-/// `neuralrg: backend ...` line a binary prints when it starts on a device).
+/// `neuralrg: ...` lines a binary prints when it starts: the run folder, the device).
 pub fn assert_refused(out: &Output, needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stderr: String = stderr
         .lines()
-        .filter(|l| !l.starts_with("neuralrg: backend "))
+        .filter(|l| !l.starts_with("neuralrg: "))
         .map(|l| format!("{l}\n"))
         .collect();
     assert_eq!(
@@ -100,4 +100,58 @@ impl<B: Backend> ModuleMapper<B> for Jitter {
         let t = t.clone() + Tensor::from_data(TensorData::new(noise, shape), &t.device());
         Param::from_mapped_value(id, t, mapper)
     }
+}
+
+/// Runs `train` with arguments.
+pub fn train(args: &[&str]) -> Output {
+    run(env!("CARGO_BIN_EXE_train"), args)
+}
+
+/// A tiny, fast configuration.
+pub const SMALL: &[&str] = &[
+    "-L", "4", "-nlayers", "2", "-nhidden", "4", "-nmlp", "1", "-batch", "32",
+];
+
+/// `train` on the tiny configuration into `folder`, with more options.
+pub fn train_small(folder: &Path, extra: &[&str]) -> Output {
+    let mut args = SMALL.to_vec();
+    args.extend(["-folder", folder.to_str().unwrap()]);
+    args.extend(extra);
+    train(&args)
+}
+
+/// `records/train.csv` without its wall-clock column.
+pub fn records(folder: &Path) -> Vec<String> {
+    std::fs::read_to_string(folder.join("records/train.csv"))
+        .unwrap()
+        .lines()
+        .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+        .collect()
+}
+
+/// The parameters of a run folder's newest checkpoint, flattened.
+pub fn final_parameters(folder: &Path) -> Vec<f64> {
+    use burn::backend::{Autodiff, Flex};
+    let params = neuralrg::run::read_parameters(folder).unwrap();
+    let trainer =
+        neuralrg::run::load_trainer::<Autodiff<Flex>>(folder, &params.config, &Default::default())
+            .unwrap();
+    neuralrg::checkpoint::flat_parameters(trainer.flow())
+}
+
+/// Two runs ended in the same state: the same records (but the clock) and bit-identical
+/// parameters.
+pub fn assert_same_run(a: &Path, b: &Path) {
+    assert_eq!(records(a), records(b), "records of {a:?} and {b:?}");
+    let (pa, pb) = (final_parameters(a), final_parameters(b));
+    assert!(!pa.is_empty() && pa.len() == pb.len());
+    assert!(
+        pa.iter().zip(&pb).all(|(x, y)| x.to_bits() == y.to_bits()),
+        "parameters of {a:?} and {b:?} differ"
+    );
+}
+
+/// Stderr of a finished process, for messages.
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
 }
