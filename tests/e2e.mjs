@@ -147,6 +147,14 @@ async function urlRoundTrip() {
     await page2.goto(`${base}?L=6`);
     const msg = await page2.locator('#error').textContent();
     check('a bad URL value is reported', /L = 6|L=6|6/.test(msg) && await page2.locator('#error').isVisible(), msg.trim());
+    // A lattice or batch beyond what the page offers is refused before anything is allocated:
+    // the value is named and the defaults (L = 8) are used.
+    for (const [query, needle] of [['L=1024', /L = 1024 is not offered/], ['L=16&batch=100000', /needs about .* of memory/]]) {
+      await page2.goto(`${base}?${query}&cpu=true`);
+      const text = await page2.locator('#error').textContent();
+      const l = await page2.locator('select[name=L]').inputValue();
+      check(`an oversized URL (${query}) is refused in the page`, needle.test(text) && l === '8', `${text.trim()}; L = ${l}`);
+    }
   } finally {
     await browser.close();
   }

@@ -110,7 +110,7 @@ impl Ui {
     }
 
     /// Sets `key=value` through the configuration's URL form (so parsing and validation are the
-    /// library's); a new lattice gets the full MERA depth. A valid change resets the session and
+    /// library's, within [`page_config`]'s limits); a new lattice gets the full MERA depth. A valid change resets the session and
     /// updates the address; an invalid one is shown and not applied.
     fn edit(&self, key: &str, value: &str) {
         let mut query = self.config.get_untracked().to_query();
@@ -121,7 +121,7 @@ impl Ui {
                 .collect::<Vec<_>>()
                 .join("&");
         }
-        match TrainConfig::from_query(&format!("{query}&{key}={value}")) {
+        match page_config(&format!("{query}&{key}={value}")) {
             Ok(c) => {
                 self.error.set(None);
                 self.running.set(false);
@@ -130,7 +130,7 @@ impl Ui {
                 self.write_url();
             }
             Err(e) => {
-                self.error.set(Some(e.to_string()));
+                self.error.set(Some(e));
                 // Put the controls back to the configuration in force.
                 self.config.update(|_| {});
             }
@@ -149,6 +149,32 @@ impl Ui {
             let _ = h.replace_state_with_url(&JsValue::NULL, "", Some(&format!("?{query}")));
         }
     }
+}
+
+/// Lattice sides the page offers (its `L` control).
+pub const PAGE_SIDES: [usize; 3] = [4, 8, 16];
+
+/// Memory a training step in the page may take: a tab's WebAssembly memory is at most 4 GiB,
+/// and well before that the page would stall.
+pub const PAGE_MEMORY: u64 = 1 << 30;
+
+/// A configuration from the page's query (its URL form), accepted only within what the page
+/// offers: its lattice sides, and a training step that fits [`PAGE_MEMORY`]. The error names
+/// the value and what is allowed.
+pub fn page_config(query: &str) -> Result<TrainConfig, String> {
+    let c = TrainConfig::from_query(query).map_err(|e| e.to_string())?;
+    let l = c.lattice.side();
+    if !PAGE_SIDES.contains(&l) {
+        return Err(format!(
+            "L = {l} is not offered in the page: 4, 8 or 16 (train larger lattices with the command line)"
+        ));
+    }
+    neuralrg::resources::check(
+        &format!("training at L={l} with batch {}", c.batch),
+        neuralrg::resources::training_bytes(&c, 4),
+        Some(PAGE_MEMORY),
+    )?;
+    Ok(c)
 }
 
 /// The page's query string (without `?`).
@@ -312,7 +338,7 @@ fn report(result: Result<(), String>, ui: Ui) {
 #[component]
 pub fn App() -> impl IntoView {
     let query = url_query();
-    let (config, url_error) = match TrainConfig::from_query(&query) {
+    let (config, url_error) = match page_config(&query) {
         Ok(c) => (c, None),
         Err(e) => (
             TrainConfig::from_query("").expect("the defaults are valid"),

@@ -26,6 +26,18 @@ pub enum Space {
     Physical,
 }
 
+/// Where fresh chains start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum Start {
+    /// From the prior `N(0, I)` in either space, as the original does (in physical space the
+    /// chains then have to find the target on their own: a real test of the sampler).
+    #[default]
+    Prior,
+    /// A warm start from the flow: physical chains start at flow samples `x = g(z)` (latent
+    /// chains start at `z ~ N(0, I)` either way, which is the flow's own start).
+    Flow,
+}
+
 /// Leapfrog settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct HmcConfig {
@@ -91,14 +103,20 @@ fn grad_potential<B: FlowAutodiff>(
 }
 
 impl<B: FlowAutodiff> Chains<B> {
-    /// `chains` fresh chains: `z ~ N(0, I)` in latent space, flow samples in physical space.
-    pub fn new(space: Space, flow: &Flow<B>, rng: &mut StdRng, chains: usize) -> Self {
+    /// `chains` fresh chains from `start`: `N(0, I)`, or (physical space) flow samples.
+    pub fn new(
+        space: Space,
+        start: Start,
+        flow: &Flow<B>,
+        rng: &mut StdRng,
+        chains: usize,
+    ) -> Self {
         let device = flow.mera.device();
         let n = flow.mera.sites();
         let z = normal_noise::<B::InnerBackend>(rng, chains, n, &device);
-        let state = match space {
-            Space::Latent => z,
-            Space::Physical => flow.valid().generate(z).0,
+        let state = match (space, start) {
+            (Space::Physical, Start::Flow) => flow.valid().generate(z).0,
+            _ => z,
         };
         Self { space, state }
     }

@@ -12,7 +12,15 @@ pub enum InputError {
     Dimension(usize),
     #[error("T = {0} is not allowed: the temperature must be a finite number > 0")]
     Temperature(f64),
+    #[error(
+        "L = {0} with d = {1} is not allowed: at most {MAX_SITES} sites (L <= 4096 in 2D, L <= 2^24 in 1D)"
+    )]
+    TooLarge(usize, usize),
 }
+
+/// The most sites a lattice may have (`2^24`: a field of one sample is 64 MiB in f32), so that
+/// every size derived from it fits in 32-bit arithmetic on wasm32 too.
+pub const MAX_SITES: usize = 1 << 24;
 
 /// A periodic lattice whose side is a power of two (checked on construction).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -50,6 +58,9 @@ impl Lattice {
         }
         if l < 4 || !l.is_power_of_two() {
             return Err(InputError::Side(l));
+        }
+        if l.checked_pow(d as u32).is_none_or(|n| n > MAX_SITES) {
+            return Err(InputError::TooLarge(l, d));
         }
         Ok(Self { l, d })
     }

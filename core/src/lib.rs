@@ -21,6 +21,7 @@
 //! - [`host`]: reading tensors back (async in the browser, blocking natively);
 //! - [`observables`]: spins from fields, Rao-Blackwell estimators, energy, magnetization, Binder;
 //! - [`plot`]: heat maps and figures on any plotters backend;
+//! - [`resources`]: the memory a configuration needs, checked before allocating;
 //! - [`stats`]: means, errors, log-sum-exp.
 //!
 //! Native only: [`run`] (run folders, checkpoints, records), [`device`] (backend choice) and
@@ -39,6 +40,7 @@ pub mod lattice;
 pub mod mera;
 pub mod observables;
 pub mod plot;
+pub mod resources;
 pub mod sample;
 pub mod stats;
 pub mod train;

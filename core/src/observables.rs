@@ -5,8 +5,9 @@
 //! `E[E | x] = -sum_<ij> tanh x_i tanh x_j` and
 //! `E[m^2 | x] = (mean_i tanh x_i)^2 - sum_i tanh^2 x_i / N^2 + 1/N`; `|m|`, `m^4` and the
 //! fluctuations (specific heat, susceptibility, Binder cumulant) use the sampled spins. Errors
-//! come from a jackknife over 20 consecutive blocks, which also covers autocorrelations shorter
-//! than a block (binning); never the naive `std/sqrt(n)` of a correlated chain.
+//! come from a jackknife over 20 consecutive blocks, or fewer and longer ones when the chain is
+//! correlated, so that every block spans at least five integrated autocorrelation times
+//! ([`crate::stats::chain_blocks`]); never the naive `std/sqrt(n)` of a correlated chain.
 
 use rand::RngExt;
 use rand::rngs::StdRng;
@@ -14,7 +15,7 @@ use serde::Serialize;
 
 use crate::exact;
 use crate::lattice::Lattice;
-use crate::stats::jackknife;
+use crate::stats::{chain_blocks, jackknife};
 
 /// A mean with its error, beside the exact value where one is known.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize)]
@@ -126,8 +127,9 @@ pub fn measure(lattice: Lattice, t: f64, x: &[f64], rng: &mut StdRng) -> Observa
         rows.extend([e_rb, m2_rb, e, e * e, m.abs(), m * m, m.powi(4)]);
     }
     let exact = exact_values(lattice, t);
+    let blocks = chain_blocks(&rows, COLS, 20);
     let est = |f: &dyn Fn(&[f64]) -> f64, exact: Option<f64>| {
-        let (mean, stderr) = jackknife(&rows, COLS, 20, f);
+        let (mean, stderr) = jackknife(&rows, COLS, blocks, f);
         Estimate {
             mean,
             stderr,

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::device::DeviceKind;
 use crate::fused::FlowAutodiff;
-use crate::hmc::{Chains, HmcConfig, Space};
+use crate::hmc::{Chains, HmcConfig, Space, Start};
 use crate::ising::Target;
 use crate::mera::splitmix64;
 use crate::observables;
@@ -410,7 +410,13 @@ fn measure<B: FlowAutodiff>(
     let obs = observables::measure(config.lattice, config.t, &chain.x, &mut rng);
     let hmc = if hmc_chains > 0 {
         let c = chains.get_or_insert_with(|| {
-            Chains::new(Space::Latent, trainer.flow(), &mut rng, hmc_chains)
+            Chains::new(
+                Space::Latent,
+                Start::Prior,
+                trainer.flow(),
+                &mut rng,
+                hmc_chains,
+            )
         });
         c.measure(
             trainer.flow(),

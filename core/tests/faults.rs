@@ -426,3 +426,39 @@ fn a_run_resumed_at_its_end_is_summarized_and_a_dead_run_stops_the_monitor() {
     );
     assert!(t0.elapsed() < Duration::from_secs(60));
 }
+
+/// Configurations that cannot fit are refused before anything large is allocated, with the
+/// estimate and what is available (or, past 64-bit sizes, saying so); lattices whose site count
+/// would overflow 32-bit sizes are refused by the lattice itself.
+#[test]
+fn oversized_configurations_are_refused_with_the_estimate() {
+    let dir = scratch("fault-oversized");
+    let out = train(&["-L", "4096", "-folder", folder(&dir)]);
+    assert_refused(&out, "training at L=4096 d=2 with batch 512 needs about");
+    assert!(stderr(&out).contains("is available"), "{}", stderr(&out));
+    assert!(!dir.join("savings").exists(), "nothing is written");
+    assert_refused(&train(&["-L", "65536"]), "at most 16777216 sites");
+    assert!(train_small(&dir, &["-epochs", "1"]).status.success());
+    let sample = |n: &str| {
+        common::run(
+            env!("CARGO_BIN_EXE_sample"),
+            &["--folder", folder(&dir), "-n", n],
+        )
+    };
+    assert_refused(
+        &sample("1000000000000"),
+        "sampling 1000000000000 configurations of 16 sites needs about",
+    );
+    assert_refused(
+        &sample("4611686018427387904"),
+        "more memory than 64-bit sizes can count",
+    );
+    let out = common::run(
+        env!("CARGO_BIN_EXE_analyze"),
+        &["--folder", folder(&dir), "--samples", "1000000000000"],
+    );
+    assert_refused(
+        &out,
+        "analyzing 1000000000000 samples of 16 sites needs about",
+    );
+}

@@ -3,7 +3,7 @@
 //! spin correlations `C_jk = (t^r + t^(L-r)) / (1 + t^L)`, `t = tanh(1/T)`, `r = |j - k|`.
 
 use burn::backend::{Autodiff, Flex};
-use neuralrg::hmc::{Chains, HmcConfig, Space};
+use neuralrg::hmc::{Chains, HmcConfig, Space, Start};
 use neuralrg::sample;
 use neuralrg::stats::{mean_error, mean_error_correlated};
 use neuralrg::train::{TrainConfig, Trainer};
@@ -138,9 +138,10 @@ fn metropolis_and_hmc_recover_exact_moments() {
     // HMC in both spaces: independent chains, per-chain time averages after burn-in.
     for space in [Space::Physical, Space::Latent] {
         let mut rng = StdRng::seed_from_u64(2);
-        let mut chains = Chains::<B>::new(space, flow, &mut rng, 128);
+        // Physical chains from the prior N(0, I), as the original: burn-in finds the target.
+        let mut chains = Chains::<B>::new(space, Start::Prior, flow, &mut rng, 128);
         let (mut sums, mut acc) = (vec![(0.0, 0.0, 0.0); 128], 0.0);
-        let (burn, measurements) = (3, 12);
+        let (burn, measurements) = (10, 12);
         for t in 0..burn + measurements {
             let (x, a) = chains.measure(flow, &target, &mut rng, HmcConfig::default());
             if t >= burn {
@@ -199,7 +200,7 @@ fn a_rejected_overflowing_proposal_leaves_its_chain_untouched() {
     let (flow, target) = (trainer.flow(), trainer.target.clone());
     for space in [Space::Physical, Space::Latent] {
         let mut rng = StdRng::seed_from_u64(5);
-        let mut chains = Chains::<B>::new(space, flow, &mut rng, 16);
+        let mut chains = Chains::<B>::new(space, Start::Flow, flow, &mut rng, 16);
         let before: Vec<f64> = chains.state.clone().into_data().iter::<f64>().collect();
         let wild = HmcConfig {
             step: 1e30,

@@ -14,6 +14,7 @@ use crate::device::{BackendJob, DeviceKind, dispatch};
 use crate::fused::FlowAutodiff;
 use crate::lattice::Lattice;
 use crate::plot::{self, MiFigure, ReceptiveFigure};
+use crate::resources;
 use crate::run::{self, RunError, write_atomic};
 use crate::sample;
 use burn::tensor::{Tensor, TensorData};
@@ -123,6 +124,22 @@ fn run_cli(args: Cli) -> Result<(), RunError> {
         )));
     }
     let params = run::read_parameters(&args.folder)?;
+    let need = resources::analysis_bytes(
+        &params.config,
+        if params.options.double { 8 } else { 4 },
+        args.samples,
+        args.jacobian_samples,
+    );
+    resources::check_here(
+        &format!(
+            "analyzing {} samples of {} sites",
+            args.samples,
+            params.config.lattice.sites()
+        ),
+        need,
+        args.device.is_gpu(),
+    )
+    .map_err(RunError::Input)?;
     dispatch(params.options.double, args.device, Go { args, params })?
 }
 

@@ -129,7 +129,7 @@ fn measure_sampling<B: FlowAutodiff>(
     batch: usize,
     kernel: Kernel,
 ) -> SamplingRow {
-    use crate::hmc::{Chains, HmcConfig, Space};
+    use crate::hmc::{Chains, HmcConfig, Space, Start};
     use crate::ising::Target;
     use crate::sample;
     let config = TrainConfig::paper(l, 2, T_C).expect("valid paper configuration");
@@ -146,7 +146,7 @@ fn measure_sampling<B: FlowAutodiff>(
     let t0 = Instant::now();
     let _ = sample::metropolis(&flow, &target, &mut rng, n, batch);
     let mh = n as f64 / t0.elapsed().as_secs_f64();
-    let mut chains = Chains::<B>::new(Space::Latent, trainer.flow(), &mut rng, 64);
+    let mut chains = Chains::<B>::new(Space::Latent, Start::Prior, trainer.flow(), &mut rng, 64);
     let t0 = Instant::now();
     let _ = chains.measure(
         trainer.flow(),

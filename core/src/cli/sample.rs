@@ -8,16 +8,24 @@ use std::time::Instant;
 use crate::cli;
 use crate::device::{BackendJob, DeviceKind, dispatch};
 use crate::fused::FlowAutodiff;
-use crate::hmc::{Chains, HmcConfig, Space};
+use crate::hmc::{Chains, HmcConfig, Space, Start};
 use crate::ising::Target;
 use crate::observables::{self, Estimate, Observables, spins_from_fields};
 use crate::plot::{self, SpinFigure};
+use crate::resources;
 use crate::run::{self, Parameters, RunError, write_atomic};
 use crate::sample::{self, npy_bytes};
 use crate::stats::tau_int;
 use clap::{Parser, ValueEnum};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
+
+/// `--hmc-start`'s values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum HmcStart {
+    Prior,
+    Flow,
+}
 
 /// How configurations are drawn.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -34,7 +42,8 @@ enum Sampler {
 
 /// Draw Ising configurations from a trained NeuralRG run and measure energy, |m|, m^2,
 /// susceptibility, specific heat and the Binder cumulant per site, with jackknife errors over
-/// 20 blocks, beside the exact values (energy and specific heat always; the magnetization
+/// 20 blocks (fewer and longer for a correlated chain: each at least 5 tau_int), beside the exact
+/// values (energy and specific heat always; the magnetization
 /// moments by enumeration when N <= 20).
 ///
 /// Writes samples/<sampler>_x.npy (fields, float32 [n, N]), samples/<sampler>_spins.npy (spins,
@@ -51,9 +60,16 @@ struct Cli {
     /// Number of configurations.
     #[arg(short = 'n', long = "n", default_value_t = 20000)]
     n: usize,
-    /// Persistent HMC chains (n is split over them after 2 discarded measurements).
+    /// Persistent HMC chains (n is split over them after --burn-in discarded measurements).
     #[arg(long, default_value_t = 64)]
     chains: usize,
+    /// HMC measurements (of 10 trajectories each) discarded while the chains find the target.
+    #[arg(long = "burn-in", default_value_t = 10)]
+    burn_in: usize,
+    /// Where HMC chains start: `prior` (N(0, I) in either space, as the original) or `flow`
+    /// (physical chains warm-started at flow samples).
+    #[arg(long = "hmc-start", value_enum, default_value_t = HmcStart::Prior)]
+    hmc_start: HmcStart,
     /// Flow samples drawn per batch.
     #[arg(long, default_value_t = 512)]
     batch: usize,
@@ -88,6 +104,24 @@ fn run_cli(args: Cli) -> Result<(), RunError> {
         }
     }
     let params = run::read_parameters(&args.folder)?;
+    let hmc = matches!(args.sampler, Sampler::HmcLatent | Sampler::HmcPhysical);
+    let need = resources::sampling_bytes(
+        &params.config,
+        if params.options.double { 8 } else { 4 },
+        args.n,
+        args.batch,
+        if hmc { args.chains } else { 0 },
+    );
+    resources::check_here(
+        &format!(
+            "sampling {} configurations of {} sites",
+            args.n,
+            params.config.lattice.sites()
+        ),
+        need,
+        args.device.is_gpu(),
+    )
+    .map_err(RunError::Input)?;
     dispatch(params.options.double, args.device, Job { args, params })?
 }
 
@@ -140,20 +174,25 @@ impl BackendJob for Job {
                 } else {
                     Space::Physical
                 };
-                let mut chains = Chains::<B>::new(space, trainer.flow(), &mut rng, args.chains);
+                let start = match args.hmc_start {
+                    HmcStart::Prior => Start::Prior,
+                    HmcStart::Flow => Start::Flow,
+                };
+                let mut chains =
+                    Chains::<B>::new(space, start, trainer.flow(), &mut rng, args.chains);
                 let measurements = args.n.div_ceil(args.chains);
                 let (mut x, mut acc) = (
                     Vec::with_capacity(measurements * args.chains * n_sites),
                     0.0,
                 );
-                for m in 0..measurements + 2 {
+                for m in 0..measurements + args.burn_in {
                     let (xs, a) = chains.measure(
                         trainer.flow(),
                         &trainer.target,
                         &mut rng,
                         HmcConfig::default(),
                     );
-                    if m >= 2 {
+                    if m >= args.burn_in {
                         x.extend(xs);
                         acc += a / measurements as f64;
                     }

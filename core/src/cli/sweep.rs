@@ -206,6 +206,7 @@ fn run_cli(args: Cli) -> Result<(), RunError> {
     let mut runs = plan(&settings)?;
     for r in &mut runs {
         r.options.device = args.device;
+        super::train::check_memory(&r.config, false, args.device)?;
     }
     run::stop_on_signals()?;
     dispatch(

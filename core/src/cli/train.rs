@@ -10,6 +10,7 @@ use crate::cli;
 use crate::device::{BackendJob, DeviceKind, dispatch};
 use crate::fused::FlowAutodiff;
 use crate::lattice::{Lattice, T_C};
+use crate::resources;
 use crate::run::{self, Parameters, RunError, RunOptions};
 use crate::train::{Schedule, TrainConfig};
 use clap::Parser;
@@ -324,6 +325,7 @@ fn run_cli(cli: Cli, given: cli::Given) -> Result<(), RunError> {
         )));
     }
     let (double, device) = (params.options.double, params.options.device);
+    check_memory(&params.config, double, device)?;
     run::stop_on_signals()?;
     dispatch(
         double,
@@ -333,6 +335,23 @@ fn run_cli(cli: Cli, given: cli::Given) -> Result<(), RunError> {
             resume: cli.load,
         },
     )?
+}
+
+/// Refuses a training configuration that cannot fit in this machine's memory (CPU; a GPU's
+/// allocator reports its own limit).
+pub(crate) fn check_memory(
+    config: &TrainConfig,
+    double: bool,
+    device: DeviceKind,
+) -> Result<(), RunError> {
+    let need = resources::training_bytes(config, if double { 8 } else { 4 });
+    let what = format!(
+        "training at L={} d={} with batch {}",
+        config.lattice.side(),
+        config.lattice.dim(),
+        config.batch
+    );
+    resources::check_here(&what, need, device.is_gpu()).map_err(RunError::Input)
 }
 
 struct Go {
