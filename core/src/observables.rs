@@ -111,8 +111,22 @@ pub fn rao_blackwell(lattice: Lattice, x: &[f64]) -> (f64, f64) {
 }
 
 /// Measures the observables on samples of the field (row-major `[n, N]`, in chain order if
-/// they come from a chain), drawing one spin configuration per sample.
+/// they come from a chain), drawing one spin configuration per sample; jackknife errors over
+/// at most 20 blocks ([`measure_blocks`]).
 pub fn measure(lattice: Lattice, t: f64, x: &[f64], rng: &mut StdRng) -> Observables {
+    measure_blocks(lattice, t, x, rng, 20)
+}
+
+/// [`measure`] with at most `max_blocks` jackknife blocks: for `k` independent chains laid end
+/// to end, `k` blocks make each chain one block, so the errors include the spread between the
+/// chains.
+pub fn measure_blocks(
+    lattice: Lattice,
+    t: f64,
+    x: &[f64],
+    rng: &mut StdRng,
+    max_blocks: usize,
+) -> Observables {
     let n_sites = lattice.sites();
     let nf = n_sites as f64;
     let bonds = lattice.bond_list();
@@ -127,7 +141,7 @@ pub fn measure(lattice: Lattice, t: f64, x: &[f64], rng: &mut StdRng) -> Observa
         rows.extend([e_rb, m2_rb, e, e * e, m.abs(), m * m, m.powi(4)]);
     }
     let exact = exact_values(lattice, t);
-    let blocks = chain_blocks(&rows, COLS, 20);
+    let blocks = chain_blocks(&rows, COLS, max_blocks);
     let est = |f: &dyn Fn(&[f64]) -> f64, exact: Option<f64>| {
         let (mean, stderr) = jackknife(&rows, COLS, blocks, f);
         Estimate {

@@ -111,6 +111,94 @@ pub fn metropolis_chain(d: Direct, sites: usize, rng: &mut StdRng) -> MhChain {
     }
 }
 
+/// Independent Metropolis-Hastings as `chains` independent chains, each through its own
+/// consecutive share of the proposals and starting at its first one; the states are laid end to
+/// end, chain after chain (each `n / chains` long; the remainder of the proposals is unused).
+/// The acceptance counts all chains.
+pub fn metropolis_chains(d: Direct, sites: usize, chains: usize, rng: &mut StdRng) -> MhChain {
+    let chains = chains.clamp(1, d.log_w.len().max(1));
+    let len = d.log_w.len() / chains;
+    let (mut x, mut accepted) = (Vec::with_capacity(len * chains * sites), 0.0);
+    for c in 0..chains {
+        let part = Direct {
+            x: d.x[c * len * sites..(c + 1) * len * sites].to_vec(),
+            log_w: d.log_w[c * len..(c + 1) * len].to_vec(),
+        };
+        let chain = metropolis_chain(part, sites, rng);
+        x.extend(chain.x);
+        accepted += chain.acceptance / chains as f64;
+    }
+    MhChain {
+        x,
+        acceptance: accepted,
+        proposal_log_w: d.log_w,
+    }
+}
+
+/// Whether Metropolis-Hastings chains can be trusted, from two symptoms of a flow whose
+/// importance weights have a heavy tail: chains that disagree (one stuck at a rare state of
+/// large weight), and proposals that have not yet reached part of the target's probability mass
+/// (the importance estimate of `ln Z_x` falls short of the exact value).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Convergence {
+    /// The largest split R-hat of the per-sample energy and `m^2` (Rao-Blackwell) over the chains.
+    pub rhat: f64,
+    /// `1 - Z_est / Z_exact`: the share of the target's mass the proposals missed (negative: an
+    /// overestimate, within noise).
+    pub missing_mass: f64,
+    /// `(ln Z_exact - ln Z_est) / stderr`.
+    pub missing_sigma: f64,
+}
+
+impl Convergence {
+    /// R-hat above this: the chains disagree.
+    pub const RHAT_LIMIT: f64 = 1.05;
+    /// A shortfall of `ln Z` beyond this many standard errors: mass not reached.
+    pub const MISSING_SIGMA_LIMIT: f64 = 3.0;
+
+    /// Judges `chains` chains laid end to end with per-sample `energy` and `m2` series, from
+    /// proposals with log-weights `log_w`, against the exact `ln_z_exact`.
+    pub fn judge(
+        energy: &[f64],
+        m2: &[f64],
+        chains: usize,
+        log_w: &[f64],
+        ln_z_exact: f64,
+    ) -> Self {
+        let rhat =
+            crate::stats::split_rhat(energy, chains).max(crate::stats::split_rhat(m2, chains));
+        let (ln_z, err) = importance_ln_z(log_w);
+        Self {
+            rhat,
+            missing_mass: 1.0 - (ln_z - ln_z_exact).exp(),
+            missing_sigma: (ln_z_exact - ln_z) / err.max(1e-300),
+        }
+    }
+
+    /// Why the chains cannot be trusted (empty: no symptom found), and what to do.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.rhat.is_nan() || self.rhat > Self::RHAT_LIMIT {
+            w.push(format!(
+                "the chains disagree (split R-hat {:.3} > {}): one is stuck at a rare state the flow under-proposes",
+                self.rhat,
+                Self::RHAT_LIMIT
+            ));
+        }
+        if self.missing_sigma > Self::MISSING_SIGMA_LIMIT {
+            w.push(format!(
+                "the proposals have not reached about {:.1}% of the target's probability mass (ln Z_x short of the exact value by {:.1} standard errors)",
+                100.0 * self.missing_mass,
+                self.missing_sigma
+            ));
+        }
+        w
+    }
+}
+
+/// What to do when [`Convergence::warnings`] is not empty.
+pub const NOT_CONVERGED_ADVICE: &str = "the estimates may be off by more than their errors: train the flow longer, draw more samples (-n), or use --sampler hmc-latent";
+
 /// Many independent Metropolis-Hastings chains run side by side, `steps` proposals each; their
 /// final states are independent samples of the target up to a bias that decays geometrically
 /// with `steps`, and, unlike the states of one chain, they never repeat (which k-nearest-

@@ -90,6 +90,33 @@ pub fn chain_blocks(data: &[f64], cols: usize, max_blocks: usize) -> usize {
     (n / size.max(1)).clamp(2, max_blocks.max(2))
 }
 
+/// Split R-hat (Gelman et al., Bayesian Data Analysis, 3rd ed., 11.4) of `chains` equal chains
+/// laid end to end in `series`: each chain is cut in half, and the variance between the halves'
+/// means is compared with the variance within them. Near 1 when the chains agree; well above
+/// 1 when they sample different regions (or one is stuck). `1.0` if there is too little data.
+pub fn split_rhat(series: &[f64], chains: usize) -> f64 {
+    let len = series.len() / chains.max(1) / 2;
+    if chains == 0 || len < 2 {
+        return 1.0;
+    }
+    let halves: Vec<&[f64]> = (0..2 * chains)
+        .map(|h| {
+            let (chain, half) = (h / 2, h % 2);
+            let start = chain * (series.len() / chains) + half * len;
+            &series[start..start + len]
+        })
+        .collect();
+    let stats: Vec<MeanError> = halves.iter().map(|h| mean_error(h)).collect();
+    let means: Vec<f64> = stats.iter().map(|m| m.mean).collect();
+    let within = stats.iter().map(|m| m.std * m.std).sum::<f64>() / stats.len() as f64;
+    let between = len as f64 * mean_error(&means).std.powi(2);
+    if within <= 0.0 {
+        return if between > 0.0 { f64::INFINITY } else { 1.0 };
+    }
+    let n = len as f64;
+    (((n - 1.0) / n * within + between / n) / within).sqrt()
+}
+
 /// Error of a function of means by jackknife over `blocks` consecutive blocks (which also
 /// absorbs autocorrelations shorter than a block): `f` maps the means of the columns of `data`
 /// (row-major `[n, cols]`) to a value. Returns `(f(all means), error)`.
@@ -218,6 +245,30 @@ mod tests {
             rate(within2),
             rate(fixed1)
         );
+    }
+
+    #[test]
+    fn split_rhat_tells_agreeing_chains_from_disagreeing_ones() {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, StandardNormal};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let mut draw = |shift: f64| -> Vec<f64> {
+            (0..1000)
+                .map(|_| {
+                    let e: f64 = StandardNormal.sample(&mut rng);
+                    shift + e
+                })
+                .collect()
+        };
+        let same: Vec<f64> = (0..8).flat_map(|_| draw(0.0)).collect();
+        let r = split_rhat(&same, 8);
+        assert!((r - 1.0).abs() < 0.01, "agreeing chains: {r}");
+        // One chain of eight elsewhere (a chain stuck at another state).
+        let mut one_off: Vec<f64> = (0..7).flat_map(|_| draw(0.0)).collect();
+        one_off.extend(draw(1.0));
+        let r = split_rhat(&one_off, 8);
+        assert!(r > 1.05, "one chain elsewhere: {r}");
+        assert_eq!(split_rhat(&[1.0, 2.0], 8), 1.0);
     }
 
     #[test]

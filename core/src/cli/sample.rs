@@ -60,6 +60,10 @@ struct Cli {
     /// Number of configurations.
     #[arg(short = 'n', long = "n", default_value_t = 20000)]
     n: usize,
+    /// Independent Metropolis-Hastings chains (n is split over them; the spread between them
+    /// enters the errors, and split R-hat tells whether they agree).
+    #[arg(long = "mh-chains", default_value_t = 8)]
+    mh_chains: usize,
     /// Persistent HMC chains (n is split over them after --burn-in discarded measurements).
     #[arg(long, default_value_t = 64)]
     chains: usize,
@@ -95,6 +99,7 @@ fn run_cli(args: Cli) -> Result<(), RunError> {
     for (name, v) in [
         ("n", args.n),
         ("chains", args.chains),
+        ("mh-chains", args.mh_chains),
         ("batch", args.batch),
     ] {
         if v == 0 {
@@ -136,6 +141,8 @@ struct Drawn {
     acceptance: Option<f64>,
     ess: Option<f64>,
     ln_z: Option<(f64, f64)>,
+    /// Log-weights of the flow's proposals (empty for HMC).
+    log_w: Vec<f64>,
 }
 
 impl BackendJob for Job {
@@ -155,15 +162,18 @@ impl BackendJob for Job {
                 Drawn {
                     ess: Some(sample::ess_fraction(&d.log_w)),
                     ln_z: Some(sample::importance_ln_z(&d.log_w)),
+                    log_w: d.log_w,
                     x: d.x,
                     acceptance: None,
                 }
             }
             Sampler::Mh => {
-                let c = sample::metropolis(&flow, &target, &mut rng, args.n, args.batch);
+                let d = sample::direct(&flow, &target, &mut rng, args.n, args.batch);
+                let c = sample::metropolis_chains(d, n_sites, args.mh_chains, &mut rng);
                 Drawn {
                     ess: Some(sample::ess_fraction(&c.proposal_log_w)),
                     ln_z: Some(sample::importance_ln_z(&c.proposal_log_w)),
+                    log_w: c.proposal_log_w,
                     x: c.x,
                     acceptance: Some(c.acceptance),
                 }
@@ -203,19 +213,28 @@ impl BackendJob for Job {
                     acceptance: Some(acc),
                     ess: None,
                     ln_z: None,
+                    log_w: Vec::new(),
                 }
             }
         };
         let seconds = t0.elapsed().as_secs_f64();
         let n = drawn.x.len() / n_sites;
         let spins = spins_from_fields(&drawn.x, &mut StdRng::seed_from_u64(args.seed ^ 0x5EED));
-        let obs = observables::measure(lattice, params.config.t, &drawn.x, &mut rng);
-        let energies: Vec<f64> = drawn
+        let mh = args.sampler == Sampler::Mh;
+        // Metropolis-Hastings: one jackknife block per chain, so the errors hold their spread.
+        let blocks = if mh { args.mh_chains } else { 20 };
+        let obs = observables::measure_blocks(lattice, params.config.t, &drawn.x, &mut rng, blocks);
+        let (m2s, energies): (Vec<f64>, Vec<f64>) = drawn
             .x
             .chunks(n_sites)
-            .map(|x| observables::rao_blackwell(lattice, x).1)
-            .collect();
-        let tau = (args.sampler == Sampler::Mh).then(|| tau_int(&energies));
+            .map(|x| observables::rao_blackwell(lattice, x))
+            .unzip();
+        let tau = mh.then(|| tau_int(&energies));
+        let ln_zx = params.config.relaxation().ln_z_x;
+        let convergence = mh.then(|| {
+            sample::Convergence::judge(&energies, &m2s, args.mh_chains, &drawn.log_w, ln_zx)
+        });
+        let warnings = convergence.map(|c| c.warnings()).unwrap_or_default();
 
         let name = args
             .sampler
@@ -264,7 +283,11 @@ impl BackendJob for Job {
                 "acceptance": drawn.acceptance,
                 "ess": drawn.ess,
                 "tau_int": tau,
-                "ln_zx": drawn.ln_z.map(|z| serde_json::json!({"mean": z.0, "stderr": z.1, "exact": params.config.relaxation().ln_z_x})),
+                "ln_zx": drawn.ln_z.map(|z| serde_json::json!({"mean": z.0, "stderr": z.1, "exact": ln_zx})),
+                "convergence": convergence,
+                "converged": warnings.is_empty(),
+                "warnings": warnings,
+                "biased": args.sampler == Sampler::Direct,
                 "seconds": seconds,
                 "observables": {
                     "energy_per_site": o.energy_per_site, "abs_m": o.abs_m, "m2": o.m2,
@@ -273,25 +296,30 @@ impl BackendJob for Job {
             });
             println!("{json}");
         } else {
-            print_table(
-                &name,
-                n,
-                &drawn,
-                tau,
-                seconds,
-                &obs,
-                params.config.relaxation().ln_z_x,
-            );
+            let chain = ChainReport { tau, convergence };
+            print_table(&name, n, &drawn, &chain, seconds, &obs, ln_zx);
+        }
+        for w in &warnings {
+            eprintln!("warning: {w}");
+        }
+        if !warnings.is_empty() {
+            eprintln!("warning: {}", sample::NOT_CONVERGED_ADVICE);
         }
         Ok(())
     }
+}
+
+/// What a Metropolis-Hastings run knows about its chains.
+struct ChainReport {
+    tau: Option<f64>,
+    convergence: Option<sample::Convergence>,
 }
 
 fn print_table(
     name: &str,
     n: usize,
     d: &Drawn,
-    tau: Option<f64>,
+    chain: &ChainReport,
     seconds: f64,
     o: &Observables,
     ln_zx: f64,
@@ -303,7 +331,7 @@ fn print_table(
     if let Some(a) = d.acceptance {
         println!("acceptance          {a:.4}");
     }
-    if let Some(t) = tau {
+    if let Some(t) = chain.tau {
         println!("tau_int (energy)    {t:.2}");
     }
     if let Some(e) = d.ess {
@@ -312,12 +340,25 @@ fn print_table(
     if let Some((z, err)) = d.ln_z {
         println!("ln Z_x (importance) {z:.4} ± {err:.4}   exact {ln_zx:.4}");
     }
+    if let Some(c) = chain.convergence {
+        println!(
+            "split R-hat         {:.4}   mass not reached {:+.2}% ({:+.1} sigma)",
+            c.rhat,
+            100.0 * c.missing_mass,
+            c.missing_sigma
+        );
+    }
+    let biased = name == "direct";
+    if biased {
+        println!("(direct samples are the flow's, not the target's: biased, so no sigma)");
+    }
     println!(
         "{:<16} {:>12} {:>10} {:>12} {:>8}",
         "observable", "mean", "stderr", "exact", "sigma"
     );
     let row = |label: &str, e: &Estimate| {
         let (exact, sigma) = match e.exact {
+            Some(x) if biased => (format!("{x:.6}"), "biased".into()),
             Some(x) => (
                 format!("{x:.6}"),
                 format!("{:+.1}", (e.mean - x) / e.stderr.max(1e-300)),
