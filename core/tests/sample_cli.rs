@@ -167,6 +167,12 @@ fn metropolis_hastings_warns_instead_of_being_confidently_wrong() {
             );
             let v: Value = serde_json::from_slice(&out.stdout).unwrap();
             let stderr = String::from_utf8_lossy(&out.stderr);
+            // Not on a terminal: one line per stage instead of a progress bar.
+            assert!(
+                stderr.contains("sample: 20000 flow samples\n")
+                    && stderr.contains("sample: 8 Metropolis-Hastings chains\n"),
+                "{stderr}"
+            );
             let converged = v["converged"].as_bool().unwrap();
             let off: Vec<String> = ["energy_per_site", "abs_m", "m2"]
                 .iter()

@@ -194,6 +194,13 @@ fn go<B: FlowAutodiff>(
     }
     let mut rng = StdRng::seed_from_u64(args.seed);
 
+    // Stages: receptive fields, target samples, Gaussian MI, (layers), (KSG), figures.
+    let stages = 4 + u64::from(args.layer.is_some()) + u64::from(args.ksg);
+    let progress = cli::Progress::new("analyze", stages);
+    progress.stage(format!(
+        "receptive fields at {} latent samples",
+        args.jacobian_samples
+    ));
     // Receptive fields at latent samples from the prior.
     let z: Vec<f64> = (0..args.jacobian_samples * n)
         .map(|_| StandardNormal.sample(&mut rng))
@@ -235,6 +242,11 @@ fn go<B: FlowAutodiff>(
     )
     .map_err(RunError::Io)?;
 
+    progress.inc(1);
+    progress.stage(format!(
+        "{} Metropolis-Hastings chains of {} proposals",
+        args.samples, args.mh_steps
+    ));
     // Exact samples of the target by independent Metropolis-Hastings, and their latents.
     let flow = trainer.flow_valid();
     let target = crate::ising::Target::<B::InnerBackend>::new(params.config.relaxation(), &device);
@@ -256,6 +268,8 @@ fn go<B: FlowAutodiff>(
             );
         }
     }
+    progress.inc(1);
+    progress.stage("mutual information (Gaussian)");
     let mi_z = analysis::mi_gaussian(&zs, n);
     let mi_x = analysis::mi_gaussian(&chain.x, n);
     let (mz, mx) = (
@@ -276,6 +290,8 @@ fn go<B: FlowAutodiff>(
         ),
     ];
     if let Some(layer) = args.layer {
+        progress.inc(1);
+        progress.stage(format!("mutual information after {layer} layers"));
         let m = analysis::mi_gaussian(&layer_out, n);
         let caption = format!(
             "after {layer} layers, Gaussian, mean {:.4}",
@@ -284,6 +300,11 @@ fn go<B: FlowAutodiff>(
         panels.push((format!("mi_layer{layer}_gaussian"), caption, m));
     }
     if args.ksg {
+        progress.inc(1);
+        progress.stage(format!(
+            "mutual information (KSG, {} samples)",
+            args.ksg_samples
+        ));
         let s = args.ksg_samples.min(args.samples) * n;
         for (stem, name, data) in [
             ("mi_z_ksg", "latent z", &zs),
@@ -298,6 +319,8 @@ fn go<B: FlowAutodiff>(
             panels.push((stem.to_string(), caption, m));
         }
     }
+    progress.inc(1);
+    progress.stage("figures and records");
     for (stem, _, m) in &panels {
         write_atomic(
             &records.join(format!("{stem}.csv")),
@@ -317,6 +340,8 @@ fn go<B: FlowAutodiff>(
         },
     )
     .map_err(RunError::Io)?;
+    progress.inc(1);
+    progress.finish();
 
     println!(
         "Metropolis-Hastings  {} chains x {} proposals, acceptance {:.3}, {} chains never moved",

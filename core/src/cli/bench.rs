@@ -8,6 +8,7 @@
 use std::process::Command;
 use std::time::Instant;
 
+use crate::cli;
 use crate::device::{BackendJob, DeviceKind, dispatch};
 use crate::fused::FlowAutodiff;
 use crate::fused::Kernel;
@@ -241,9 +242,11 @@ pub fn main() {
             "| backend | L | direct samples/s | MH samples/s | latent HMC samples/s (64 chains) |"
         );
         println!("|---|---|---|---|---|");
+        let progress = cli::Progress::new("bench", (args.devices.len() * args.sizes.len()) as u64);
         for backend in &args.devices {
             let backend = &backend.to_string();
             for &l in &args.sizes {
+                progress.stage(format!("sampling on {backend} at L={l}"));
                 let out = Command::new(&exe)
                     .args([
                         "--sampling",
@@ -256,23 +259,25 @@ pub fn main() {
                     .args(args.reference.then_some("--reference"))
                     .output()
                     .expect("run the measurement");
+                progress.inc(1);
                 match serde_json::from_str::<SamplingRow>(
                     String::from_utf8_lossy(&out.stdout).trim(),
                 ) {
-                    Ok(r) => println!(
+                    Ok(r) => progress.println(format!(
                         "| {} | {} | {:.0} | {:.0} | {:.1} |",
                         r.backend, r.l, r.direct, r.mh, r.hmc_latent
-                    ),
-                    Err(_) => println!(
+                    )),
+                    Err(_) => progress.println(format!(
                         "| {backend} | {l} | failed: {} |",
                         String::from_utf8_lossy(&out.stderr)
                             .lines()
                             .last()
                             .unwrap_or("")
-                    ),
+                    )),
                 }
             }
         }
+        progress.finish();
         return;
     }
     println!(
@@ -283,9 +288,14 @@ pub fn main() {
         "| device | L | parameters | first step (s) | s/epoch | samples/s | peak host memory (MB) | peak GPU memory (MiB, nvidia-smi) |"
     );
     println!("|---|---|---|---|---|---|---|---|");
+    let progress = cli::Progress::new("bench", (args.devices.len() * args.sizes.len()) as u64);
     for backend in &args.devices {
         let backend = &backend.to_string();
         for &l in &args.sizes {
+            progress.stage(format!(
+                "training on {backend} at L={l}: {} epochs",
+                args.epochs
+            ));
             let poller = GpuMemory::start();
             let out = Command::new(&exe)
                 .args([
@@ -300,10 +310,11 @@ pub fn main() {
                 .args(args.reference.then_some("--reference"))
                 .output()
                 .expect("run the measurement");
+            progress.inc(1);
             let gpu_mb = poller.map_or("-".to_string(), |p| format!("{:.0}", p.peak_mb()));
             let line = String::from_utf8_lossy(&out.stdout);
             match serde_json::from_str::<Row>(line.trim()) {
-                Ok(r) => println!(
+                Ok(r) => progress.println(format!(
                     "| {} | {} | {} | {:.1} | {:.3} | {:.0} | {:.0} | {gpu_mb} |",
                     r.backend,
                     r.l,
@@ -312,17 +323,18 @@ pub fn main() {
                     r.seconds_per_epoch,
                     r.samples_per_second,
                     r.peak_mb
-                ),
-                Err(_) => println!(
+                )),
+                Err(_) => progress.println(format!(
                     "| {backend} | {l} | failed: {} |",
                     String::from_utf8_lossy(&out.stderr)
                         .lines()
                         .last()
                         .unwrap_or("")
-                ),
+                )),
             }
         }
     }
+    progress.finish();
 }
 
 /// `bench --check`: each device against the CPU backend; the exit code.

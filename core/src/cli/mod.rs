@@ -10,9 +10,67 @@ pub mod sample;
 pub mod sweep;
 pub mod train;
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 
+use indicatif::{ProgressBar, ProgressStyle};
+
 use crate::run::RunError;
+
+/// Progress of long work: on a terminal a bar with the stage, counts and ETA; otherwise (a log
+/// file, a pipe) one line on stderr per stage.
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    what: &'static str,
+}
+
+impl Progress {
+    /// `total` steps of work called `what` (the command's name).
+    pub fn new(what: &'static str, total: u64) -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(total);
+            bar.set_style(
+                ProgressStyle::with_template(&format!(
+                    "{what}: {{msg}} {{bar:30}} {{pos}}/{{len}}  [{{elapsed_precise}} < {{eta_precise}}]"
+                ))
+                .expect("valid template"),
+            );
+            bar
+        });
+        Self { bar, what }
+    }
+
+    /// A new stage of the work.
+    pub fn stage(&self, message: impl Into<String>) {
+        let message = message.into();
+        match &self.bar {
+            Some(bar) => bar.set_message(message),
+            None => eprintln!("{}: {message}", self.what),
+        }
+    }
+
+    /// `n` more steps done.
+    pub fn inc(&self, n: u64) {
+        if let Some(bar) = &self.bar {
+            bar.inc(n);
+        }
+    }
+
+    /// Prints a line of results on stdout without tearing the bar.
+    pub fn println(&self, line: impl AsRef<str>) {
+        match &self.bar {
+            Some(bar) => bar.suspend(|| println!("{}", line.as_ref())),
+            None => println!("{}", line.as_ref()),
+        }
+    }
+
+    /// The work is done: the bar goes away.
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
 
 /// The original's single-dash long options (`-epochs`) become `--epochs`; negative numbers and
 /// single-letter options (`-L 16`, `-T -1`) stay as they are.

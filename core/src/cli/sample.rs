@@ -156,9 +156,34 @@ impl BackendJob for Job {
         let flow = trainer.flow_valid();
         let target = Target::<B::InnerBackend>::new(params.config.relaxation(), &device);
         let t0 = Instant::now();
+        let hmc = matches!(args.sampler, Sampler::HmcLatent | Sampler::HmcPhysical);
+        let progress = cli::Progress::new(
+            "sample",
+            if hmc {
+                (args.n.div_ceil(args.chains) + args.burn_in) as u64
+            } else {
+                args.n as u64
+            },
+        );
+        // Flow proposals a few batches at a time (the same stream as one call), for the progress.
+        let draw = |rng: &mut StdRng| {
+            progress.stage(format!("{} flow samples", args.n));
+            let mut d = sample::Direct {
+                x: Vec::with_capacity(args.n * n_sites),
+                log_w: Vec::with_capacity(args.n),
+            };
+            while d.log_w.len() < args.n {
+                let k = (8 * args.batch).min(args.n - d.log_w.len());
+                let part = sample::direct(&flow, &target, rng, k, args.batch);
+                d.x.extend(part.x);
+                d.log_w.extend(part.log_w);
+                progress.inc(k as u64);
+            }
+            d
+        };
         let drawn = match args.sampler {
             Sampler::Direct => {
-                let d = sample::direct(&flow, &target, &mut rng, args.n, args.batch);
+                let d = draw(&mut rng);
                 Drawn {
                     ess: Some(sample::ess_fraction(&d.log_w)),
                     ln_z: Some(sample::importance_ln_z(&d.log_w)),
@@ -168,7 +193,8 @@ impl BackendJob for Job {
                 }
             }
             Sampler::Mh => {
-                let d = sample::direct(&flow, &target, &mut rng, args.n, args.batch);
+                let d = draw(&mut rng);
+                progress.stage(format!("{} Metropolis-Hastings chains", args.mh_chains));
                 let c = sample::metropolis_chains(d, n_sites, args.mh_chains, &mut rng);
                 Drawn {
                     ess: Some(sample::ess_fraction(&c.proposal_log_w)),
@@ -195,7 +221,12 @@ impl BackendJob for Job {
                     Vec::with_capacity(measurements * args.chains * n_sites),
                     0.0,
                 );
+                progress.stage(format!(
+                    "{} HMC chains, {} burn-in and {measurements} measurements",
+                    args.chains, args.burn_in
+                ));
                 for m in 0..measurements + args.burn_in {
+                    progress.inc(1);
                     let (xs, a) = chains.measure(
                         trainer.flow(),
                         &trainer.target,
@@ -218,6 +249,7 @@ impl BackendJob for Job {
             }
         };
         let seconds = t0.elapsed().as_secs_f64();
+        progress.stage("observables and files");
         let n = drawn.x.len() / n_sites;
         let spins = spins_from_fields(&drawn.x, &mut StdRng::seed_from_u64(args.seed ^ 0x5EED));
         let mh = args.sampler == Sampler::Mh;
@@ -275,6 +307,7 @@ impl BackendJob for Job {
         )
         .map_err(RunError::Io)?;
 
+        progress.finish();
         if args.json {
             let o = &obs;
             let json = serde_json::json!({
