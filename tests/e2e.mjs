@@ -122,6 +122,51 @@ async function trainingRun(label, webgpu) {
     const shown = await pageErrors(page);
     check(`${label}: no error in the page or the console`, !shown && errors.length === 0, [shown, ...errors].join(' | '));
     await page.screenshot({ path: `${out}/${label}.png`, fullPage: true });
+    if (webgpu) {
+      // A lost GPU (here destroyed on purpose, as a driver reset would lose it): the page says
+      // so, stops cleanly, and trains again on the CPU when asked.
+      await page.evaluate(() => window.neuralrgLoseDevice());
+      await page.waitForFunction(() => /device was lost/.test(document.querySelector('#error')?.textContent ?? ''), null, { timeout: 60000 });
+      const message = (await page.locator('#error').textContent()).trim();
+      const cpu = /CPU/.test(await page.locator('#backend').textContent());
+      await page.click('#start');
+      await waitEpoch(page, 2, 120000);
+      const after = Number(await stat(page, 'epoch'));
+      check(`${label}: a lost device is reported and training goes on on the CPU`,
+        cpu && after >= 2 && await stat(page, 'backend') === 'cpu', `${message}; epoch ${after} on ${await stat(page, 'backend')}`);
+      await page.screenshot({ path: `${out}/${label}-device-lost.png`, fullPage: true });
+    }
+  } finally {
+    await browser.close();
+  }
+}
+
+// A hidden tab (document.hidden, as when the user switches tabs): training pauses and the page
+// says so, instead of training at the one step a minute browsers allow hidden tabs; it goes on
+// when the tab is visible again.
+async function hiddenTab() {
+  const { browser, page, errors } = await open(false);
+  try {
+    await page.goto(`${base}?${SMALL}&cpu=true`);
+    await page.click('#start');
+    await waitEpoch(page, 3, 120000);
+    await page.evaluate(() => {
+      Object.defineProperty(document, 'hidden', { value: true, configurable: true });
+      document.dispatchEvent(new Event('visibilitychange'));
+    });
+    await page.waitForFunction(() => !document.querySelector('#notice').hidden, null, { timeout: 30000 });
+    const text = (await page.locator('#notice').textContent()).trim();
+    const e1 = Number(await stat(page, 'epoch'));
+    await page.waitForTimeout(1500);
+    const e2 = Number(await stat(page, 'epoch'));
+    await page.evaluate(() => {
+      delete document.hidden;
+      document.dispatchEvent(new Event('visibilitychange'));
+    });
+    await waitEpoch(page, e2 + 3, 60000);
+    const back = await page.locator('#notice').isHidden();
+    check('a hidden tab pauses training and says so', /Paused while the tab is hidden/.test(text)
+      && e2 - e1 <= 1 && back && errors.length === 0, `${text}; epochs ${e1} -> ${e2} while hidden, ${errors.join(' | ')}`);
   } finally {
     await browser.close();
   }
@@ -187,6 +232,7 @@ for (const [name, fn] of [
   ['webgpu', () => trainingRun('webgpu', true)],
   ['cpu-fallback', () => trainingRun('cpu-fallback', false)],
   ['url', urlRoundTrip],
+  ['hidden-tab', hiddenTab],
   ['speed-cpu', () => speed('speed-cpu')],
 ]) {
   try { await fn(); } catch (e) { check(name, false, String(e).split('\n')[0]); }

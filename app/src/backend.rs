@@ -9,6 +9,10 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::lab::{Lab, new_lab};
 
+/// Set (with the reason) when the browser reports the WebGPU device lost (`GPUDevice.lost`:
+/// a driver reset, the GPU taken away, or `destroy()`).
+static DEVICE_LOST: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
 /// The backend the page trains on.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Backend {
@@ -34,6 +38,19 @@ impl Backend {
                 let device = WgpuDevice::default();
                 let setup =
                     init_setup_async::<graphics::WebGpu>(&device, RuntimeOptions::default()).await;
+                setup.device.set_device_lost_callback(|reason, message| {
+                    if let Ok(mut lost) = DEVICE_LOST.lock() {
+                        *lost = Some(format!("{reason:?}: {message}"));
+                    }
+                });
+                // A test hook: the end-to-end test loses the device on purpose, as a driver
+                // reset would (GPUDevice.destroy() fires GPUDevice.lost).
+                let gpu = setup.device.clone();
+                let lose = wasm_bindgen::closure::Closure::<dyn Fn()>::new(move || gpu.destroy());
+                if let Some(w) = web_sys::window() {
+                    let _ = js_sys::Reflect::set(&w, &"neuralrgLoseDevice".into(), lose.as_ref());
+                }
+                lose.forget();
                 let info = setup.adapter.get_info();
                 let adapter = if info.name.is_empty() {
                     described
@@ -42,6 +59,15 @@ impl Backend {
                 };
                 Self::WebGpu { device, adapter }
             }
+        }
+    }
+
+    /// Why the WebGPU device was lost, once the browser has said so (then nothing more can run
+    /// on it, and nothing can be read back from it).
+    pub fn lost(&self) -> Option<String> {
+        match self {
+            Self::WebGpu { .. } => DEVICE_LOST.lock().ok().and_then(|l| l.clone()),
+            Self::Cpu { .. } => None,
         }
     }
 

@@ -99,6 +99,8 @@ struct Ui {
     running: RwSignal<bool>,
     requests: RwSignal<Vec<Request>>,
     error: RwSignal<Option<String>>,
+    /// A passing state of the session (for example paused while the tab is hidden).
+    notice: RwSignal<Option<String>>,
     stats: RwSignal<Stats>,
     selected: RwSignal<Option<usize>>,
     canvases: Canvases,
@@ -192,6 +194,13 @@ fn now_ms() -> f64 {
         .map_or(0.0, |p| p.now())
 }
 
+/// Whether the page's tab is hidden (`document.hidden`).
+fn tab_hidden() -> bool {
+    web_sys::window()
+        .and_then(|w| w.document())
+        .is_some_and(|d| d.hidden())
+}
+
 /// Waits `ms` milliseconds, letting the browser render and handle input meanwhile.
 async fn sleep(ms: i32) {
     let promise = js_sys::Promise::new(&mut |resolve, _| {
@@ -204,7 +213,7 @@ async fn sleep(ms: i32) {
 
 /// The worker: owns the session, serves the requests, trains while running.
 async fn worker(ui: Ui) {
-    let backend = Backend::detect(ui.prefer_cpu.get_untracked()).await;
+    let mut backend = Backend::detect(ui.prefer_cpu.get_untracked()).await;
     ui.backend.set(Some(backend.label()));
     ui.backend_short.set(backend.short());
     let mut lab: Option<Box<dyn Lab>> = None;
@@ -213,6 +222,35 @@ async fn worker(ui: Ui) {
     let mut history = History::default();
     let mut step_ms: Vec<f64> = Vec::new();
     loop {
+        // A lost GPU: nothing more runs on it, and its parameters cannot be read back. Stop
+        // cleanly, say so, and go on with the CPU backend from a fresh session.
+        if let Some(why) = backend.lost() {
+            backend = Backend::Cpu {
+                reason: format!("the WebGPU device was lost ({why})"),
+            };
+            ui.backend.set(Some(backend.label()));
+            ui.backend_short.set(backend.short());
+            ui.running.set(false);
+            lab = None;
+            history = History::default();
+            step_ms.clear();
+            ui.stats.set(Stats::default());
+            ui.error.set(Some(format!(
+                "The WebGPU device was lost ({why}): training stopped. The page now uses the CPU; press Start to train again from the beginning."
+            )));
+        }
+        // Browsers throttle hidden tabs to about one timer a second or a minute: pause and say
+        // so rather than train at that pace.
+        if ui.running.get_untracked() && tab_hidden() {
+            ui.notice.set(Some(
+                "Paused while the tab is hidden; training goes on when you come back.".into(),
+            ));
+            sleep(250).await;
+            continue;
+        }
+        if ui.notice.get_untracked().is_some() {
+            ui.notice.set(None);
+        }
         let mut single = false;
         let mut field = None;
         let mut mi = false;
@@ -355,6 +393,7 @@ pub fn App() -> impl IntoView {
         running: RwSignal::new(false),
         requests: RwSignal::new(Vec::new()),
         error: RwSignal::new(url_error),
+        notice: RwSignal::new(None),
         stats: RwSignal::new(Stats::default()),
         selected: RwSignal::new(None),
         canvases: Canvases::new(),
@@ -375,6 +414,9 @@ pub fn App() -> impl IntoView {
         </header>
         <div id="error" class="error" hidden=move || ui.error.get().is_none()>
             {move || ui.error.get().unwrap_or_default()}
+        </div>
+        <div id="notice" class="notice" hidden=move || ui.notice.get().is_none()>
+            {move || ui.notice.get().unwrap_or_default()}
         </div>
         <Controls ui/>
         <StatsLine ui/>
