@@ -304,6 +304,21 @@ fn a_second_writer_is_refused_and_a_signal_stops_with_a_checkpoint() {
     );
     let (epoch, _) = run::checkpoints(&run_dir).pop().unwrap();
     assert_eq!(records(&run_dir).len(), epoch + 1);
+    // Run again (to a near end): it resumes where it stopped.
+    let text = std::fs::read_to_string(&settings).unwrap();
+    std::fs::write(
+        &settings,
+        text.replace("epochs = 100000", &format!("epochs = {}", epoch + 3)),
+    )
+    .unwrap();
+    let out = common::run(env!("CARGO_BIN_EXE_sweep"), &[settings.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&format!("resuming at epoch {epoch}")),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(records(&run_dir).len(), epoch + 4);
 }
 
 /// `kill -9` at many points of a run that saves every epoch (so that many kills land inside a
