@@ -194,7 +194,7 @@ async function urlRoundTrip() {
     check('a bad URL value is reported', /L = 6|L=6|6/.test(msg) && await page2.locator('#error').isVisible(), msg.trim());
     // A lattice or batch beyond what the page offers is refused before anything is allocated:
     // the value is named and the defaults (L = 8) are used.
-    for (const [query, needle] of [['L=1024', /L = 1024 is not offered/], ['L=16&batch=100000', /needs about .* of memory/]]) {
+    for (const [query, needle] of [['L=1024', /L = 1024 is not offered/], ['T=40', /T = 40 is not offered/], ['L=16&batch=100000', /needs about .* of memory/]]) {
       await page2.goto(`${base}?${query}&cpu=true`);
       const text = await page2.locator('#error').textContent();
       const l = await page2.locator('select[name=L]').inputValue();

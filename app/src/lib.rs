@@ -156,12 +156,15 @@ impl Ui {
 /// Lattice sides the page offers (its `L` control).
 pub const PAGE_SIDES: [usize; 3] = [4, 8, 16];
 
+/// The temperatures the page's slider offers.
+pub const PAGE_TEMPERATURES: (f64, f64) = (0.5, 5.0);
+
 /// Memory a training step in the page may take: a tab's WebAssembly memory is at most 4 GiB,
 /// and well before that the page would stall.
 pub const PAGE_MEMORY: u64 = 1 << 30;
 
 /// A configuration from the page's query (its URL form), accepted only within what the page
-/// offers: its lattice sides, and a training step that fits [`PAGE_MEMORY`]. The error names
+/// offers: its lattice sides, its temperatures, and a training step that fits [`PAGE_MEMORY`]. The error names
 /// the value and what is allowed.
 pub fn page_config(query: &str) -> Result<TrainConfig, String> {
     let c = TrainConfig::from_query(query).map_err(|e| e.to_string())?;
@@ -169,6 +172,12 @@ pub fn page_config(query: &str) -> Result<TrainConfig, String> {
     if !PAGE_SIDES.contains(&l) {
         return Err(format!(
             "L = {l} is not offered in the page: 4, 8 or 16 (train larger lattices with the command line)"
+        ));
+    }
+    if !(PAGE_TEMPERATURES.0..=PAGE_TEMPERATURES.1).contains(&c.t) {
+        return Err(format!(
+            "T = {} is not offered in the page: from {} to {} (the slider's range)",
+            c.t, PAGE_TEMPERATURES.0, PAGE_TEMPERATURES.1
         ));
     }
     neuralrg::resources::check(
@@ -581,7 +590,7 @@ fn Controls(ui: Ui) -> impl IntoView {
             </label>
             <label class="temperature" title="Temperature (the tick marks T_c of the 2D model)">
                 {move || format!("T = {:.3}", ui.config.with(|c| c.t))}
-                <input type="range" name="T" min="0.5" max="5" step="0.001" list="tc"
+                <input type="range" name="T" min=PAGE_TEMPERATURES.0 max=PAGE_TEMPERATURES.1 step="0.001" list="tc"
                     prop:value=get(|c| c.t.to_string())
                     on:change=move |ev| ui.edit("T", &event_target_value(&ev))/>
                 <datalist id="tc"><option value=T_C.to_string() label="T_c"></option></datalist>
