@@ -238,7 +238,10 @@ impl BackendJob for Job {
                         acc += a / measurements as f64;
                     }
                 }
-                x.truncate(args.n * n_sites);
+                // Chain after chain, so that consecutive rows are one chain's time series: the
+                // jackknife blocks then span whole chains and their autocorrelation.
+                let x = chain_major(&x, measurements, args.chains, n_sites);
+                let x = x[..(args.n * n_sites).min(x.len())].to_vec();
                 Drawn {
                     x,
                     acceptance: Some(acc),
@@ -342,6 +345,18 @@ impl BackendJob for Job {
     }
 }
 
+/// Reorders states `[measurement][chain][site]` to `[chain][measurement][site]`.
+fn chain_major(x: &[f64], measurements: usize, chains: usize, sites: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(x.len());
+    for c in 0..chains {
+        for m in 0..measurements {
+            let at = (m * chains + c) * sites;
+            out.extend_from_slice(&x[at..at + sites]);
+        }
+    }
+    out
+}
+
 /// What a Metropolis-Hastings run knows about its chains.
 struct ChainReport {
     tau: Option<f64>,
@@ -409,4 +424,17 @@ fn print_table(
     row("susceptibility", &o.susceptibility);
     row("specific heat", &o.specific_heat);
     row("Binder U4", &o.binder_u4);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chain_major_puts_each_chain_s_states_together() {
+        // Two measurements of three chains, one site: m0c0 m0c1 m0c2 m1c0 m1c1 m1c2.
+        let x = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(
+            super::chain_major(&x, 2, 3, 1),
+            [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]
+        );
+    }
 }
