@@ -197,12 +197,7 @@ pub fn decode<B: FlowAutodiff>(
             .differences(config)
             .into_iter()
             .filter(|d| !TrainConfig::RESUMABLE.contains(&d.name.as_str()))
-            .map(|d| {
-                format!(
-                    "{} = {} (checkpoint) vs {} (parameters.json)",
-                    d.name, d.a, d.b
-                )
-            })
+            .map(|d| d.versus("checkpoint", "parameters.json"))
             .collect();
         if !differ.is_empty() {
             return Err(CheckpointError::Mismatch(differ.join(", ")));

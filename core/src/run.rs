@@ -267,7 +267,6 @@ pub fn load_trainer<B: FlowAutodiff>(
 #[derive(Debug)]
 pub struct FolderLock {
     _file: fs::File,
-    folder: PathBuf,
 }
 
 impl FolderLock {
@@ -300,15 +299,7 @@ impl FolderLock {
             .and_then(|_| write!(file, "{}", std::process::id()))
             .and_then(|_| file.flush())
             .map_err(|e| io(&path, e))?;
-        Ok(Self {
-            _file: file,
-            folder: folder.to_path_buf(),
-        })
-    }
-
-    /// The folder this lock holds.
-    pub fn folder(&self) -> &Path {
-        &self.folder
+        Ok(Self { _file: file })
     }
 }
 
@@ -509,9 +500,12 @@ pub fn train<B: FlowAutodiff>(
     params: Parameters,
     mut on_epoch: impl FnMut(&EpochStats, &Trainer<B>),
 ) -> Result<Summary, RunError> {
-    let Opened { mut trainer, lock } = opened;
+    // The lock is held until training returns.
+    let Opened {
+        mut trainer,
+        lock: _lock,
+    } = opened;
     let folder = params.options.folder.clone();
-    debug_assert_eq!(lock.folder(), folder);
     // Checkpoints past the one loaded are damaged ones that loading skipped: set them aside
     // (kept for inspection) so that pruning never counts them as newer than the good ones.
     for (epoch, path) in checkpoints(&folder) {

@@ -85,52 +85,40 @@ pub fn metropolis<B: FlowBackend>(
 /// The independent Metropolis-Hastings chain through proposals already drawn (in order): the
 /// host half of [`metropolis`], for callers that draw with [`direct_async`].
 pub fn metropolis_chain(d: Direct, sites: usize, rng: &mut StdRng) -> MhChain {
-    let n = d.log_w.len();
-    let mut x = Vec::with_capacity(n * sites);
-    let mut current = 0usize;
-    let mut accepted = 0usize;
-    for j in 0..n {
-        if j > 0 {
-            let log_ratio = d.log_w[j] - d.log_w[current];
-            if log_ratio >= 0.0 || rng.random::<f64>() < log_ratio.exp() {
-                current = j;
-                accepted += 1;
-            }
-        }
-        x.extend_from_slice(&d.x[current * sites..(current + 1) * sites]);
-    }
-    let acceptance = if n > 1 {
-        accepted as f64 / (n - 1) as f64
-    } else {
-        1.0
-    };
-    MhChain {
-        x,
-        acceptance,
-        proposal_log_w: d.log_w,
-    }
+    metropolis_chains(d, sites, 1, rng)
 }
 
 /// Independent Metropolis-Hastings as `chains` independent chains, each through its own
 /// consecutive share of the proposals and starting at its first one; the states are laid end to
 /// end, chain after chain (each `n / chains` long; the remainder of the proposals is unused).
-/// The acceptance counts all chains.
+/// The acceptance is the mean of the chains'.
 pub fn metropolis_chains(d: Direct, sites: usize, chains: usize, rng: &mut StdRng) -> MhChain {
     let chains = chains.clamp(1, d.log_w.len().max(1));
     let len = d.log_w.len() / chains;
-    let (mut x, mut accepted) = (Vec::with_capacity(len * chains * sites), 0.0);
-    for c in 0..chains {
-        let part = Direct {
-            x: d.x[c * len * sites..(c + 1) * len * sites].to_vec(),
-            log_w: d.log_w[c * len..(c + 1) * len].to_vec(),
+    let mut x = Vec::with_capacity(len * chains * sites);
+    let mut acceptance = 0.0;
+    for first in (0..chains).map(|c| c * len) {
+        let (mut current, mut accepted) = (first, 0usize);
+        for j in first..first + len {
+            if j > first {
+                let log_ratio = d.log_w[j] - d.log_w[current];
+                if log_ratio >= 0.0 || rng.random::<f64>() < log_ratio.exp() {
+                    current = j;
+                    accepted += 1;
+                }
+            }
+            x.extend_from_slice(&d.x[current * sites..(current + 1) * sites]);
+        }
+        let rate = if len > 1 {
+            accepted as f64 / (len - 1) as f64
+        } else {
+            1.0
         };
-        let chain = metropolis_chain(part, sites, rng);
-        x.extend(chain.x);
-        accepted += chain.acceptance / chains as f64;
+        acceptance += rate / chains as f64;
     }
     MhChain {
         x,
-        acceptance: accepted,
+        acceptance,
         proposal_log_w: d.log_w,
     }
 }

@@ -124,6 +124,13 @@ pub struct Difference {
     pub b: String,
 }
 
+impl Difference {
+    /// `name = a (a_is) vs b (b_is)`, for messages.
+    pub fn versus(&self, a_is: &str, b_is: &str) -> String {
+        format!("{} = {} ({a_is}) vs {} ({b_is})", self.name, self.a, self.b)
+    }
+}
+
 impl TrainConfig {
     /// Settings a resumed run may change (the optimizer's step size and clipping); every other
     /// one shapes the model, the target or the sample stream.

@@ -244,7 +244,7 @@ impl BackendJob for Sweep {
                     .config
                     .differences(&params.config)
                     .iter()
-                    .map(|d| format!("{} = {} (run) vs {} (settings)", d.name, d.a, d.b))
+                    .map(|d| d.versus("run", "settings"))
                     .collect();
                 if !differ.is_empty() {
                     return Err(bad(format!(
