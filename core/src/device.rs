@@ -30,6 +30,116 @@ impl DeviceKind {
     }
 }
 
+/// The CPU backend has one device; `cpu:N` in a [`DeviceList`] names the N-th CPU worker.
+impl DeviceKind {
+    /// The same device in one spelling (`flex` is `cpu`), for comparisons.
+    fn canonical(self) -> Self {
+        match self {
+            Self::Flex => Self::Cpu,
+            d => d,
+        }
+    }
+
+    /// Whether two devices run on the same backend (data-parallel replicas must).
+    pub fn same_backend(self, other: Self) -> bool {
+        std::mem::discriminant(&self.canonical()) == std::mem::discriminant(&other.canonical())
+    }
+}
+
+/// `--devices`: comma-separated devices of `--device`, where `cpu:N` is the N-th CPU worker
+/// (a replica thread of `train`, a process of `sweep`; `cpu` alone is `cpu:0`). Never empty,
+/// never the same device twice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeviceList {
+    /// `(device, CPU worker index)`, in the order given.
+    slots: Vec<(DeviceKind, usize)>,
+}
+
+impl DeviceList {
+    /// The devices, in the order given (CPU workers as [`DeviceKind::Cpu`]).
+    pub fn devices(&self) -> Vec<DeviceKind> {
+        self.slots.iter().map(|s| s.0).collect()
+    }
+
+    /// How many devices.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// Always false (a list has at least one device).
+    pub fn is_empty(&self) -> bool {
+        self.slots.is_empty()
+    }
+}
+
+impl From<DeviceKind> for DeviceList {
+    fn from(d: DeviceKind) -> Self {
+        Self {
+            slots: vec![(d.canonical(), 0)],
+        }
+    }
+}
+
+impl FromStr for DeviceList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut slots: Vec<(DeviceKind, usize)> = Vec::new();
+        for item in s.split(',').map(str::trim) {
+            let slot = match item.split_once(':') {
+                Some((name, n))
+                    if ["cpu", "flex"].contains(&name.to_ascii_lowercase().as_str()) =>
+                {
+                    let n = n.parse::<usize>().map_err(|_| {
+                        format!("unknown device `{item}` in `{s}`: use {DEVICE_CHOICES}, or cpu:N for the N-th CPU worker")
+                    })?;
+                    (DeviceKind::Cpu, n)
+                }
+                _ => (
+                    item.parse::<DeviceKind>()
+                        .map_err(|e| format!("{e}, or cpu:N for the N-th CPU worker (in `{s}`)"))?
+                        .canonical(),
+                    0,
+                ),
+            };
+            if slots.contains(&slot) {
+                return Err(format!(
+                    "`{s}` lists the device {} twice: list each device once",
+                    show(slot)
+                ));
+            }
+            slots.push(slot);
+        }
+        Ok(Self { slots })
+    }
+}
+
+fn show((device, worker): (DeviceKind, usize)) -> String {
+    match device {
+        DeviceKind::Cpu => format!("cpu:{worker}"),
+        d => d.to_string(),
+    }
+}
+
+impl fmt::Display for DeviceList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let items: Vec<String> = self.slots.iter().map(|&s| show(s)).collect();
+        write!(f, "{}", items.join(","))
+    }
+}
+
+impl serde::Serialize for DeviceList {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for DeviceList {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 /// What `--device` accepts, for messages.
 pub const DEVICE_CHOICES: &str = "cpu, flex, cuda[:N], vulkan[:N] or wgpu";
 
@@ -93,6 +203,23 @@ pub trait BackendJob {
     fn run<B: FlowAutodiff>(self, device: B::Device) -> Self::Output;
 }
 
+/// Work on several devices of one backend (data-parallel training).
+pub trait DevicesJob {
+    type Output;
+    fn run<B: FlowAutodiff>(self, devices: Vec<B::Device>) -> Self::Output;
+}
+
+/// A [`BackendJob`] as a [`DevicesJob`] on one device.
+struct One<J>(J);
+
+impl<J: BackendJob> DevicesJob for One<J> {
+    type Output = J::Output;
+    fn run<B: FlowAutodiff>(self, devices: Vec<B::Device>) -> Self::Output {
+        let device = devices.into_iter().next().expect("one device");
+        self.0.run::<B>(device)
+    }
+}
+
 /// Runs `job` on the backend and device for `device`, in f64 when `double` (on the CPU: Flex
 /// computes in f64 once its device is told so, before the first tensor); prints the backend and
 /// device name to stderr first. Refuses devices that are not there (or not compiled in) and f64
@@ -102,8 +229,25 @@ pub fn dispatch<J: BackendJob>(
     device: DeviceKind,
     job: J,
 ) -> Result<J::Output, DeviceError> {
+    dispatch_all(double, &[device], One(job))
+}
+
+/// [`dispatch`] on several devices of one backend (`cpu` workers, `cuda:N` or `vulkan:N`
+/// devices), started in the order given; refuses a list that mixes backends.
+pub fn dispatch_all<J: DevicesJob>(
+    double: bool,
+    devices: &[DeviceKind],
+    job: J,
+) -> Result<J::Output, DeviceError> {
     use burn::backend::{Autodiff, Flex};
+    let device = *devices.first().expect("at least one device");
     let refuse = |reason: String| DeviceError { device, reason };
+    if let Some(other) = devices.iter().find(|d| !d.same_backend(device)) {
+        return Err(refuse(format!(
+            "cannot train one model on {device} and {other} together: list devices of one \
+             backend (cpu:N, cuda:N or vulkan:N)"
+        )));
+    }
     if double && device.is_gpu() {
         return Err(refuse(
             "f64 (--double) runs on the CPU only: Burn 0.21's GPU backends have no f64 (drop \
@@ -111,6 +255,15 @@ pub fn dispatch<J: BackendJob>(
                 .into(),
         ));
     }
+    let indices = || {
+        devices
+            .iter()
+            .map(|d| match d {
+                DeviceKind::Cuda(n) | DeviceKind::Vulkan(n) => *n,
+                _ => 0,
+            })
+            .collect::<Vec<_>>()
+    };
     match device {
         DeviceKind::Cpu | DeviceKind::Flex => {
             if double {
@@ -119,10 +272,14 @@ pub fn dispatch<J: BackendJob>(
                     |e| refuse(format!("the CPU backend cannot switch to f64 here: {e:?}")),
                 )?;
             }
-            Ok(start::<Autodiff<Flex>, J>(job, Default::default(), "cpu"))
+            let all = vec![Default::default(); devices.len()];
+            Ok(start::<Autodiff<Flex>, J>(job, all, "cpu"))
         }
-        DeviceKind::Cuda(n) => cuda_backend(n, job).map_err(refuse),
-        DeviceKind::Vulkan(n) => wgpu_backend(Some(n), job).map_err(refuse),
+        DeviceKind::Cuda(_) => cuda_backend(&indices(), job).map_err(refuse),
+        DeviceKind::Vulkan(_) => wgpu_backend(Some(&indices()), job).map_err(refuse),
+        DeviceKind::Wgpu if devices.len() > 1 => Err(refuse(
+            "wgpu is one device (the default adapter): list vulkan:N devices instead".into(),
+        )),
         DeviceKind::Wgpu => wgpu_backend(None, job).map_err(refuse),
     }
 }
@@ -159,13 +316,13 @@ fn configure_kernel_cache() {
     });
 }
 
-fn start<B: FlowAutodiff, J: BackendJob>(job: J, device: B::Device, name: &str) -> J::Output {
-    eprintln!("neuralrg: backend {} on {name}", B::name(&device));
-    job.run::<B>(device)
+fn start<B: FlowAutodiff, J: DevicesJob>(job: J, devices: Vec<B::Device>, name: &str) -> J::Output {
+    eprintln!("neuralrg: backend {} on {name}", B::name(&devices[0]));
+    job.run::<B>(devices)
 }
 
 #[cfg(feature = "cuda")]
-fn cuda_backend<J: BackendJob>(n: usize, job: J) -> Result<J::Output, String> {
+fn cuda_backend<J: DevicesJob>(indices: &[usize], job: J) -> Result<J::Output, String> {
     use burn::backend::{Autodiff, Cuda, cuda::CudaDevice};
     use cudarc::driver::CudaContext;
     configure_kernel_cache();
@@ -191,20 +348,26 @@ fn cuda_backend<J: BackendJob>(n: usize, job: J) -> Result<J::Output, String> {
     }
     let count =
         CudaContext::device_count().map_err(|e| format!("the CUDA driver failed: {e:?}"))?;
-    if n >= count.max(0) as usize {
-        return Err(format!(
-            "there are {count} CUDA devices (cuda:0 to cuda:{})",
-            count - 1
-        ));
+    let mut names = Vec::new();
+    for &n in indices {
+        if n >= count.max(0) as usize {
+            return Err(format!(
+                "cuda:{n} is not there: there are {count} CUDA devices (cuda:0 to cuda:{})",
+                count - 1
+            ));
+        }
+        names.push(
+            CudaContext::new(n)
+                .and_then(|c| c.name())
+                .map_err(|e| format!("CUDA device {n} failed to start: {e:?}"))?,
+        );
     }
-    let name = CudaContext::new(n)
-        .and_then(|c| c.name())
-        .map_err(|e| format!("CUDA device {n} failed to start: {e:?}"))?;
-    Ok(start::<Autodiff<Cuda>, J>(job, CudaDevice::new(n), &name))
+    let devices = indices.iter().map(|&n| CudaDevice::new(n)).collect();
+    Ok(start::<Autodiff<Cuda>, J>(job, devices, &names.join(", ")))
 }
 
 #[cfg(not(feature = "cuda"))]
-fn cuda_backend<J: BackendJob>(_: usize, _: J) -> Result<J::Output, String> {
+fn cuda_backend<J: DevicesJob>(_: &[usize], _: J) -> Result<J::Output, String> {
     Err("this build has no CUDA backend (rebuild with `--features cuda`)".into())
 }
 
@@ -310,14 +473,21 @@ fn start_wgpu_device(
 }
 
 #[cfg(feature = "wgpu")]
-fn wgpu_backend<J: BackendJob>(n: Option<usize>, job: J) -> Result<J::Output, String> {
+fn wgpu_backend<J: DevicesJob>(indices: Option<&[usize]>, job: J) -> Result<J::Output, String> {
     use burn::backend::{Autodiff, Wgpu};
-    let (device, name) = wgpu_device(n)?;
-    Ok(start::<Autodiff<Wgpu>, J>(job, device, &name))
+    let started = match indices {
+        None => vec![wgpu_device(None)?],
+        Some(ns) => ns
+            .iter()
+            .map(|&n| wgpu_device(Some(n)))
+            .collect::<Result<_, _>>()?,
+    };
+    let (devices, names): (Vec<_>, Vec<_>) = started.into_iter().unzip();
+    Ok(start::<Autodiff<Wgpu>, J>(job, devices, &names.join(", ")))
 }
 
 #[cfg(not(feature = "wgpu"))]
-fn wgpu_backend<J: BackendJob>(_: Option<usize>, _: J) -> Result<J::Output, String> {
+fn wgpu_backend<J: DevicesJob>(_: Option<&[usize]>, _: J) -> Result<J::Output, String> {
     Err("this build has no wgpu/Vulkan backend (rebuild with `--features vulkan`)".into())
 }
 
@@ -377,5 +547,34 @@ mod tests {
             let e = bad.parse::<DeviceKind>().unwrap_err();
             assert!(e.contains(DEVICE_CHOICES), "{e}");
         }
+    }
+
+    #[test]
+    fn device_lists_refuse_duplicates() {
+        let list: DeviceList = "cuda:0,cuda:1,cpu:1,flex".parse().unwrap();
+        assert_eq!(list.to_string(), "cuda:0,cuda:1,cpu:1,cpu:0");
+        assert_eq!(
+            list.devices(),
+            [
+                DeviceKind::Cuda(0),
+                DeviceKind::Cuda(1),
+                DeviceKind::Cpu,
+                DeviceKind::Cpu
+            ]
+        );
+        for (bad, says) in [
+            ("cuda:0,cuda", "cuda:0 twice"),
+            ("cpu,cpu:0", "cpu:0 twice"),
+            ("cpu,flex", "cpu:0 twice"),
+            ("cpu:1,gpu", "unknown device `gpu`"),
+            ("cpu:x", "unknown device `cpu:x`"),
+            ("cuda:0,", "unknown device ``"),
+        ] {
+            let e = bad.parse::<DeviceList>().unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+        assert!(DeviceKind::Cpu.same_backend(DeviceKind::Flex));
+        assert!(DeviceKind::Cuda(0).same_backend(DeviceKind::Cuda(3)));
+        assert!(!DeviceKind::Cuda(0).same_backend(DeviceKind::Vulkan(0)));
     }
 }

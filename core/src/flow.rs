@@ -44,8 +44,21 @@ pub fn normal_noise<B: Backend>(
     n: usize,
     device: &B::Device,
 ) -> Tensor<B, 2> {
+    normal_noise_rows(rng, batch, n, 0..batch, device)
+}
+
+/// The rows `rows` of [`normal_noise`]`(rng, batch, n)`: the same stream is drawn, the other
+/// rows are dropped (a data-parallel replica's share of the batch).
+pub fn normal_noise_rows<B: Backend>(
+    rng: &mut StdRng,
+    batch: usize,
+    n: usize,
+    rows: std::ops::Range<usize>,
+    device: &B::Device,
+) -> Tensor<B, 2> {
     let v: Vec<f64> = (0..batch * n).map(|_| StandardNormal.sample(rng)).collect();
-    Tensor::from_data(TensorData::new(v, [batch, n]), device)
+    let kept = v[rows.start * n..rows.end * n].to_vec();
+    Tensor::from_data(TensorData::new(kept, [rows.len(), n]), device)
 }
 
 /// Random signs `+-1`, `[batch, 1]`.

@@ -24,8 +24,9 @@
 //! - [`resources`]: the memory a configuration needs, checked before allocating;
 //! - [`stats`]: means, errors, log-sum-exp.
 //!
-//! Native only: [`run`] (run folders, checkpoints, records), [`device`] (backend choice) and
-//! [`cli`] (argument glue of the binaries).
+//! Native only: [`run`] (run folders, checkpoints, records), [`device`] (backend choice),
+//! [`parallel`] (data-parallel training on several devices and machines) and [`cli`] (argument
+//! glue of the binaries).
 
 pub mod agreement;
 pub mod analysis;
@@ -50,5 +51,7 @@ pub mod checkpoint;
 pub mod cli;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod device;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod parallel;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod run;

@@ -16,7 +16,7 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::device::DeviceKind;
+use crate::device::{DeviceKind, DeviceList};
 use crate::fused::FlowAutodiff;
 use crate::hmc::{Chains, HmcConfig, Space, Start};
 use crate::ising::Target;
@@ -52,6 +52,9 @@ pub struct RunOptions {
     /// Persistent latent-space HMC chains measured every `savePeriod` epochs (0: none).
     #[serde(default = "default_hmc_chains")]
     pub hmc_chains: usize,
+    /// Data-parallel training on these devices (`--devices`; absent: on `device` alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub devices: Option<DeviceList>,
 }
 
 fn default_hmc_chains() -> usize {
@@ -328,7 +331,17 @@ pub fn stop_on_signals() -> Result<(), RunError> {
     Ok(())
 }
 
-fn stop_requested() -> bool {
+/// From now on the end of standard input (the parent process closed it, or died) asks
+/// [`train`] to stop as a signal does: for the processes `sweep --devices` starts.
+pub fn stop_when_stdin_closes() {
+    let flag = Arc::clone(STOP.get_or_init(|| Arc::new(AtomicBool::new(false))));
+    std::thread::spawn(move || {
+        let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+        flag.store(true, Ordering::Relaxed);
+    });
+}
+
+pub(crate) fn stop_requested() -> bool {
     STOP.get().is_some_and(|f| f.load(Ordering::Relaxed))
 }
 
@@ -586,7 +599,9 @@ pub fn train<B: FlowAutodiff>(
                 writeln!(measure_csv, "{row}").map_err(|e| io(&measurements, e))?;
             }
         }
-        if stop_requested() && trainer.epoch < params.options.epochs {
+        // A data-parallel group stops at the epoch its trainers agreed on.
+        let stop = trainer.stop_agreed().unwrap_or_else(stop_requested);
+        if stop && trainer.epoch < params.options.epochs {
             if checkpoints(&folder).last().map(|(e, _)| *e) != Some(trainer.epoch) {
                 save(&trainer)?;
             }

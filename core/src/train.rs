@@ -6,18 +6,18 @@
 //! decay; optional per-tensor gradient-norm clipping; a guard that refuses non-finite losses.
 
 use burn::grad_clipping::GradientClippingConfig;
-use burn::module::AutodiffModule;
+use burn::module::{AutodiffModule, list_param_ids};
 use burn::optim::adaptor::OptimizerAdaptor;
 use burn::optim::decay::WeightDecayConfig;
 use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
-use burn::tensor::Tensor;
+use burn::tensor::{Tensor, TensorData};
 
 use crate::fused::{FlowAutodiff, FlowBackend};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use crate::flow::{Flow, logaddexp, normal_noise};
+use crate::flow::{Flow, logaddexp, normal_noise_rows};
 use crate::ising::{Relaxation, Target};
 use crate::lattice::{InputError, Lattice, check_temperature};
 use crate::mera::{MeraConfig, splitmix64};
@@ -424,6 +424,43 @@ pub fn free_energy<B: FlowBackend>(
     }
 }
 
+/// The other trainers of a data-parallel group ([`crate::parallel`] on the native side): each
+/// trainer of the group draws the same epoch stream and keeps its own rows of the batch; the
+/// per-sample free energies, the loss and the gradients are summed over the group, so every
+/// trainer takes the same Adam step, the one a single trainer takes on the whole batch.
+pub trait Peers<B: FlowAutodiff> {
+    /// This trainer's rows of an epoch's batch of `batch` samples.
+    fn rows(&self, batch: usize) -> std::ops::Range<usize>;
+    /// The element-wise sum of `t` over the group (every trainer calls it, in the same order).
+    fn sum(&self, t: Tensor<B::InnerBackend, 1>) -> Tensor<B::InnerBackend, 1>;
+    /// Whether this trainer's process was asked to stop (a signal); the group stops together.
+    fn wants_stop(&self) -> bool;
+}
+
+/// The gradients summed over `peers`, in the module's parameter order (one all-reduce of all
+/// of them, concatenated).
+fn sum_gradients<B: FlowAutodiff>(
+    peers: &dyn Peers<B>,
+    flow: &Flow<B>,
+    mut grads: GradientsParams,
+) -> GradientsParams {
+    let ids: Vec<_> = list_param_ids(flow)
+        .into_iter()
+        .filter_map(|id| Some((id, grads.remove::<B::InnerBackend, 1>(id)?)))
+        .collect();
+    if ids.is_empty() {
+        return grads;
+    }
+    let lengths: Vec<usize> = ids.iter().map(|(_, g)| g.dims()[0]).collect();
+    let flat = peers.sum(Tensor::cat(ids.iter().map(|(_, g)| g.clone()).collect(), 0));
+    let mut offset = 0;
+    for ((id, _), len) in ids.into_iter().zip(lengths) {
+        grads.register::<B::InnerBackend, 1>(id, flat.clone().narrow(0, offset, len));
+        offset += len;
+    }
+    grads
+}
+
 /// A training run in memory: flow, optimizer and the number of epochs done.
 pub struct Trainer<B: FlowAutodiff> {
     pub config: TrainConfig,
@@ -432,6 +469,10 @@ pub struct Trainer<B: FlowAutodiff> {
     pub target: Target<B>,
     /// Epochs completed.
     pub epoch: usize,
+    /// The data-parallel group this trainer belongs to, if any.
+    peers: Option<Box<dyn Peers<B>>>,
+    /// Whether the group agreed, at the last step, to stop.
+    stop_agreed: bool,
 }
 
 impl<B: FlowAutodiff> Trainer<B> {
@@ -447,7 +488,21 @@ impl<B: FlowAutodiff> Trainer<B> {
             optim,
             target,
             epoch: 0,
+            peers: None,
+            stop_agreed: false,
         })
+    }
+
+    /// From now on this trainer trains together with `peers` (data parallelism): every trainer
+    /// of the group must start from the same state (the same checkpoint).
+    pub fn join(&mut self, peers: Box<dyn Peers<B>>) {
+        self.peers = Some(peers);
+    }
+
+    /// In a data-parallel group: whether the group agreed at the last step to stop (one of
+    /// its processes got a signal). `None` alone.
+    pub fn stop_agreed(&self) -> Option<bool> {
+        self.peers.as_ref().map(|_| self.stop_agreed)
     }
 
     /// The flow being trained.
@@ -481,21 +536,39 @@ impl<B: FlowAutodiff> Trainer<B> {
         let epoch = self.epoch + 1;
         let flow = self.flow.take().expect("flow present between steps");
         let device = flow.mera.device();
+        let batch = self.config.batch;
+        let rows = self.peers.as_ref().map_or(0..batch, |p| p.rows(batch));
         let mut rng = self.config.epoch_rng(epoch);
-        let z = normal_noise::<B>(
+        let z = normal_noise_rows::<B>(
             &mut rng,
-            self.config.batch,
+            batch,
             self.config.lattice.sites(),
+            rows.clone(),
             &device,
         );
-        let (f, loss) = free_energy(&self.config, &flow, &self.target, z);
+        let (f, mut loss) = free_energy(&self.config, &flow, &self.target, z);
         // One readback per step: the per-sample f and the loss together.
-        let host = crate::host::read(Tensor::cat(
+        let mut host = crate::host::read(Tensor::cat(
             vec![f.clone().detach(), loss.clone().detach()],
             0,
         ))
         .await;
-        let (fs, loss_value) = host.split_at(self.config.batch);
+        if let Some(peers) = &self.peers {
+            // The loss is a mean over rows: this share's part of the batch's mean is its mean
+            // times its fraction of the rows. The whole batch's f, the loss and the stop wish
+            // are summed over the group (zeros at the other trainers' rows).
+            let share = rows.len() as f64 / batch as f64;
+            loss = loss.mul_scalar(share);
+            let mut all = vec![0.0; batch + 2];
+            all[rows.clone()].copy_from_slice(&host[..rows.len()]);
+            all[batch] = host[rows.len()] * share;
+            all[batch + 1] = f64::from(u8::from(peers.wants_stop()));
+            let mine =
+                Tensor::<B::InnerBackend, 1>::from_data(TensorData::new(all, [batch + 2]), &device);
+            host = crate::host::read(peers.sum(mine)).await;
+            self.stop_agreed = host.pop().is_some_and(|s| s > 0.0);
+        }
+        let (fs, loss_value) = host.split_at(batch);
         let loss_value = loss_value[0];
         let bad = fs.iter().filter(|v| !v.is_finite()).count();
         if bad > 0 || !loss_value.is_finite() {
@@ -504,10 +577,13 @@ impl<B: FlowAutodiff> Trainer<B> {
                 epoch,
                 loss: loss_value,
                 bad,
-                batch: self.config.batch,
+                batch,
             });
         }
-        let grads = GradientsParams::from_grads(loss.backward(), &flow);
+        let mut grads = GradientsParams::from_grads(loss.backward(), &flow);
+        if let Some(peers) = &self.peers {
+            grads = sum_gradients(peers.as_ref(), &flow, grads);
+        }
         let lr = self.config.schedule.lr(self.config.lr, epoch);
         self.flow = Some(self.optim.step(lr, flow, grads));
         self.epoch = epoch;

@@ -119,3 +119,115 @@ fn bad_settings_are_refused() {
     let out = sweep(&[dir.join("missing.toml").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// A four-run grid (T = 2, 3 x depth 1, 2) of the tiny network in `dir`; returns the settings
+/// file and the sweep folder.
+fn grid(dir: &std::path::Path) -> (String, std::path::PathBuf) {
+    let _ = std::fs::remove_dir_all(dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let settings = dir.join("sweep.toml");
+    let folder = dir.join("runs");
+    std::fs::write(
+        &settings,
+        format!(
+            "folder = {:?}\nL = 4\ntemperatures = [2.0, 3.0]\ndepths = [1, 2]\nepochs = 3\n\n[train]\nnlayers = 2\nnhidden = 4\nnmlp = 1\nbatch = 32\n",
+            folder.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    (settings.to_str().unwrap().to_string(), folder)
+}
+
+fn rows(folder: &std::path::Path) -> usize {
+    std::fs::read_to_string(folder.join("results.csv"))
+        .unwrap()
+        .lines()
+        .count()
+        - 1
+}
+
+#[test]
+fn shards_split_a_grid_and_devices_run_it_concurrently() {
+    let dir = std::env::temp_dir().join(format!("neuralrg-sweep-shard-{}", std::process::id()));
+    let (s, folder) = grid(&dir);
+    // Shard 1/2 takes runs 2 and 4 of the grid; the results hold what is finished.
+    let out = sweep(&[&s, "--shard", "1/2"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("[2/4] T=2.0 depth=2: training")
+            && err.contains("[4/4] T=3.0 depth=2: training"),
+        "{err}"
+    );
+    assert!(!err.contains("depth=1"), "{err}");
+    assert_eq!(rows(&folder), 2);
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 of 4 runs finished"));
+    // A run another process is writing (its folder lock) is skipped, not trained twice.
+    let busy = folder.join("T2.0_depth1");
+    let lock = neuralrg::run::FolderLock::acquire(&busy).unwrap();
+    let out = sweep(&[&s, "--shard", "0/2"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert!(
+        err.contains("[1/4] T=2.0 depth=1: another process is training it, skipped"),
+        "{err}"
+    );
+    assert_eq!(rows(&folder), 3);
+    drop(lock);
+    // Two CPU worker processes finish the grid; the finished runs are skipped.
+    let out = sweep(&[&s, "--devices", "cpu:0,cpu:1"]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{err}");
+    assert_eq!(err.matches("finished, skipped").count(), 3, "{err}");
+    assert!(err.contains("T2.0_depth1: training on cpu"), "{err}");
+    assert_eq!(rows(&folder), 4);
+    assert!(folder.join("logs/T2.0_depth1.log").exists());
+    // The whole grid again, concurrently from the start, gives the same results as the runs
+    // trained one at a time and by shards (the sample streams depend on the seed only).
+    let sequential = std::fs::read_to_string(folder.join("results.csv")).unwrap();
+    std::fs::remove_dir_all(&folder).unwrap();
+    let out = sweep(&[&s, "--devices", "cpu:0,cpu:1", "--per-device", "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let concurrent = std::fs::read_to_string(folder.join("results.csv")).unwrap();
+    let without_time = |t: &str| -> Vec<String> {
+        t.lines()
+            .map(|l| l.rsplit_once(',').unwrap().0.to_string())
+            .collect()
+    };
+    assert_eq!(without_time(&sequential), without_time(&concurrent));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn bad_shards_and_device_lists_are_refused() {
+    let dir = std::env::temp_dir().join(format!("neuralrg-sweep-badshard-{}", std::process::id()));
+    let (s, folder) = grid(&dir);
+    for (args, says) in [
+        (&["--shard", "3/2"][..], "I = 3 must be below N = 2"),
+        (&["--shard", "1/0"], "I = 1 must be below N = 0"),
+        (&["--shard", "x"], "is not I/N"),
+        (
+            &["--devices", "cpu:0,cpu:0"],
+            "lists the device cpu:0 twice",
+        ),
+        (&["--devices", "cpu:0,cuda:99"], "cuda"),
+        (
+            &["--devices", "cpu:0", "--per-device", "0"],
+            "--per-device 0 is not allowed",
+        ),
+        (&["--per-device", "2"], "--devices"),
+        (
+            &["--devices", "cpu:1", "--device", "cpu"],
+            "cannot be used with",
+        ),
+    ] {
+        let out = sweep(&[&[s.as_str()][..], args].concat());
+        assert_refused(&out, says);
+    }
+    assert!(!folder.join("T2.0_depth1").exists(), "nothing was trained");
+    let _ = std::fs::remove_dir_all(&dir);
+}

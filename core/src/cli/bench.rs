@@ -45,6 +45,10 @@ struct Args {
     /// path they replace, for comparison).
     #[arg(long)]
     reference: bool,
+    /// Measure data-parallel training instead: seconds per epoch of this many CPU replicas
+    /// (`train --devices cpu:0,cpu:1,...`) against one device, with the same total batch.
+    #[arg(long)]
+    replicas: Option<usize>,
     /// Internal: run one measurement and print it as JSON.
     #[arg(long, hide = true, num_args = 2)]
     child: Option<Vec<String>>,
@@ -222,6 +226,10 @@ pub fn main() {
     }
     if args.check {
         std::process::exit(check(&args.devices));
+    }
+    if let Some(replicas) = args.replicas {
+        data_parallel(&args, replicas);
+        return;
     }
     let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
     let threads = format!(
@@ -430,4 +438,100 @@ impl GpuMemory {
             .fold(self.baseline, f64::max)
             - self.baseline
     }
+}
+
+/// `--replicas N`: one device against N CPU replicas, each a training run in a scratch folder
+/// (checkpoint at the end only, no measurements), timed between epochs.
+fn data_parallel(args: &Args, replicas: usize) {
+    if replicas < 2 {
+        eprintln!("error: --replicas {replicas} is not allowed: at least 2 (against one)");
+        std::process::exit(2);
+    }
+    let threads = std::env::var("RAYON_NUM_THREADS").unwrap_or_else(|_| "all".into());
+    println!(
+        "data-parallel training on the CPU, paper configuration (symmetrized), T = T_c, batch {} in all, threads: {threads}",
+        args.batch
+    );
+    println!(
+        "| L | replicas | seconds per epoch (median of {}) | against one replica |",
+        args.epochs
+    );
+    println!("|---|---|---|---|");
+    let progress = cli::Progress::new("bench", 2 * args.sizes.len() as u64);
+    for &l in &args.sizes {
+        let mut one = f64::NAN;
+        for n in [1, replicas] {
+            progress.stage(format!("L={l}, {n} replica(s)"));
+            let seconds = epoch_seconds(l, n, args);
+            if n == 1 {
+                one = seconds;
+            }
+            progress.println(format!(
+                "| {l} | {n} | {seconds:.4} | {:.2}x |",
+                seconds / one
+            ));
+            progress.inc(1);
+        }
+    }
+}
+
+/// The median seconds per epoch of a fresh run on `replicas` CPU replicas.
+fn epoch_seconds(l: usize, replicas: usize, args: &Args) -> f64 {
+    use crate::device::{DevicesJob, dispatch_all};
+    use crate::run::{self, Parameters, RunOptions};
+    let mut config = TrainConfig::paper(l, 2, T_C).expect("valid paper configuration");
+    config.batch = args.batch;
+    let epochs = args.epochs + 2;
+    let folder = std::env::temp_dir().join(format!(
+        "neuralrg-bench-{}-L{l}-r{replicas}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&folder);
+    let params = Parameters {
+        format: run::PARAMETERS_FORMAT,
+        config,
+        options: RunOptions {
+            folder: folder.clone(),
+            name: "bench".into(),
+            epochs,
+            save_period: epochs,
+            device: DeviceKind::Cpu,
+            double: false,
+            skip_hmc: true,
+            keep: 1,
+            hmc_chains: 0,
+            devices: (replicas > 1).then(|| {
+                let list: Vec<String> = (0..replicas).map(|i| format!("cpu:{i}")).collect();
+                list.join(",").parse().expect("a valid list")
+            }),
+        },
+        backend: String::new(),
+        version: env!("CARGO_PKG_VERSION").into(),
+    };
+    struct Job(Parameters);
+    impl DevicesJob for Job {
+        type Output = Vec<f64>;
+        fn run<B: FlowAutodiff>(self, devices: Vec<B::Device>) -> Vec<f64> {
+            let mut times = Vec::new();
+            let mut last = Instant::now();
+            let on_epoch = |_: &crate::train::EpochStats, _: &Trainer<B>| {
+                times.push(last.elapsed().as_secs_f64());
+                last = Instant::now();
+            };
+            let result = if devices.len() > 1 {
+                crate::parallel::train::<B>(self.0, false, devices, on_epoch)
+            } else {
+                run::open::<B>(&self.0, false, &devices[0])
+                    .and_then(|opened| run::train::<B>(opened, self.0, on_epoch))
+            };
+            result.expect("the benchmark run trains");
+            times
+        }
+    }
+    let devices = vec![DeviceKind::Cpu; replicas];
+    let times = dispatch_all(false, &devices, Job(params)).expect("the CPU is there");
+    let _ = std::fs::remove_dir_all(&folder);
+    let mut timed = times[2..].to_vec();
+    timed.sort_by(f64::total_cmp);
+    timed[timed.len() / 2]
 }

@@ -110,8 +110,11 @@ pub fn parse<T: clap::Parser>() -> Result<(T, Given), ExitCode> {
     let parsed = T::command()
         .try_get_matches_from(normalize_args(std::env::args()))
         .and_then(|m| {
+            let command = T::command();
             let given = m
                 .ids()
+                // Options only (not the group clap names after the struct).
+                .filter(|id| command.get_arguments().any(|a| a.get_id() == *id))
                 .filter(|id| {
                     m.value_source(id.as_str()) == Some(clap::parser::ValueSource::CommandLine)
                 })
@@ -123,11 +126,20 @@ pub fn parse<T: clap::Parser>() -> Result<(T, Given), ExitCode> {
         Ok(cli) => Ok(cli),
         Err(e) if !e.use_stderr() => e.exit(),
         Err(e) => {
+            // The message up to clap's usage block: one line, or a list of missing options
+            // joined onto it.
             let text = e.to_string();
-            eprintln!(
-                "{} (see --help)",
-                text.lines().next().unwrap_or("error: bad arguments")
-            );
+            let message: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.trim().is_empty())
+                .map(str::trim)
+                .collect();
+            let message = if message.is_empty() {
+                "error: bad arguments".to_string()
+            } else {
+                message.join(" ")
+            };
+            eprintln!("{message} (see --help)");
             Err(ExitCode::from(2))
         }
     }

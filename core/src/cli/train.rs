@@ -7,9 +7,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use crate::cli;
-use crate::device::{BackendJob, DeviceKind, dispatch};
+use crate::device::{DeviceKind, DeviceList, DevicesJob, dispatch_all};
 use crate::fused::FlowAutodiff;
 use crate::lattice::{Lattice, T_C};
+use crate::parallel;
 use crate::resources;
 use crate::run::{self, Parameters, RunError, RunOptions};
 use crate::train::{Schedule, TrainConfig};
@@ -121,6 +122,12 @@ struct Cli {
     /// [with --load: the stored value].
     #[arg(long, default_value_t = DeviceKind::Cpu)]
     device: DeviceKind,
+    /// Train one model data-parallel on these devices of one backend, comma-separated: cpu:0,cpu:1
+    /// (replica threads on the CPU), cuda:0,cuda:1 or vulkan:0,vulkan:1. Each replica draws its
+    /// share of every epoch's batch; gradients are summed with Burn's collective all-reduce
+    /// [with --load: the stored value].
+    #[arg(long, conflicts_with = "device")]
+    devices: Option<DeviceList>,
 }
 
 /// The options of each `parameters.json` setting of the configuration (clap ids), for `--load`.
@@ -310,6 +317,7 @@ fn run_cli(cli: Cli, given: cli::Given) -> Result<(), RunError> {
                 skip_hmc: cli.skip_hmc,
                 keep: cli.keep,
                 hmc_chains: cli.hmc_chains,
+                devices: cli.devices.clone(),
             },
             backend: String::new(),
             version: env!("CARGO_PKG_VERSION").into(),
@@ -324,12 +332,26 @@ fn run_cli(cli: Cli, given: cli::Given) -> Result<(), RunError> {
             params.options.epochs
         )));
     }
-    let (double, device) = (params.options.double, params.options.device);
-    check_memory(&params.config, double, device)?;
+    let mut params = params;
+    if cli.load && given.contains("devices") {
+        params.options.devices = cli.devices.clone();
+    } else if cli.load && given.contains("device") {
+        params.options.devices = None;
+    }
+    let double = params.options.double;
+    let devices = match &params.options.devices {
+        Some(list) => list.devices(),
+        None => vec![params.options.device],
+    };
+    if let Some(list) = &params.options.devices {
+        params.options.device = devices[0];
+        eprintln!("neuralrg: data-parallel on {list}");
+    }
+    check_memory(&params.config, double, devices[0])?;
     run::stop_on_signals()?;
-    dispatch(
+    dispatch_all(
         double,
-        device,
+        &devices,
         Go {
             params,
             resume: cli.load,
@@ -359,23 +381,29 @@ struct Go {
     resume: bool,
 }
 
-impl BackendJob for Go {
+impl DevicesJob for Go {
     type Output = Result<(), RunError>;
-    fn run<B: FlowAutodiff>(self, device: B::Device) -> Self::Output {
-        go::<B>(self.params, self.resume, device)
+    fn run<B: FlowAutodiff>(self, devices: Vec<B::Device>) -> Self::Output {
+        go::<B>(self.params, self.resume, devices)
     }
 }
 
 fn go<B: FlowAutodiff>(
     mut params: Parameters,
     resume: bool,
-    device: B::Device,
+    devices: Vec<B::Device>,
 ) -> Result<(), RunError> {
-    params.backend = B::name(&device);
+    params.backend = B::name(&devices[0]);
     params.version = env!("CARGO_PKG_VERSION").into();
     params.format = run::PARAMETERS_FORMAT;
-    let opened = run::open::<B>(&params, resume, &device)?;
-    let trainer = &opened.trainer;
+    // The epoch training resumes at (data-parallel runs open the folder themselves).
+    let start = if resume {
+        run::checkpoints(&params.options.folder)
+            .last()
+            .map_or(0, |c| c.0)
+    } else {
+        0
+    };
     let rel = params.config.relaxation();
     let c = &params.config;
     eprintln!(
@@ -389,7 +417,7 @@ fn go<B: FlowAutodiff>(
         rel.loss_bound()
     );
     let bar = ProgressBar::new(params.options.epochs as u64);
-    bar.set_position(trainer.epoch as u64);
+    bar.set_position(start as u64);
     if params.options.device.is_gpu() {
         // The first step compiles every fused kernel (minutes with an empty cache).
         bar.set_message("compiling GPU kernels (first step; cached for the next run)");
@@ -402,7 +430,7 @@ fn go<B: FlowAutodiff>(
         .expect("valid template"),
     );
     let folder = params.options.folder.clone();
-    let summary = run::train::<B>(opened, params, |s, _| {
+    let on_epoch = |s: &crate::train::EpochStats, _: &_| {
         bar.set_position(s.epoch as u64);
         bar.set_message(format!(
             "F = {:.4} ± {:.4}  rel.err = {:.3}%",
@@ -410,7 +438,13 @@ fn go<B: FlowAutodiff>(
             s.f_stderr,
             100.0 * s.relative_error
         ));
-    });
+    };
+    let summary = if params.options.devices.is_some() {
+        parallel::train::<B>(params, resume, devices, on_epoch)
+    } else {
+        let opened = run::open::<B>(&params, resume, &devices[0])?;
+        run::train::<B>(opened, params, on_epoch)
+    };
     bar.finish_and_clear();
     let s = summary.map_err(|e| match e {
         RunError::Interrupted(msg) => RunError::Interrupted(format!(
