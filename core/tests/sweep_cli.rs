@@ -16,19 +16,8 @@ fn sweep(args: &[&str]) -> Output {
 #[test]
 fn a_sweep_trains_skips_and_resumes() {
     let dir = std::env::temp_dir().join(format!("neuralrg-sweep-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    let settings = dir.join("sweep.toml");
-    let folder = dir.join("runs");
-    std::fs::write(
-        &settings,
-        format!(
-            "folder = {:?}\nL = 4\ntemperatures = [2.0, 3.0]\ndepths = [1, 2]\nepochs = 3\n\n[train]\nnlayers = 2\nnhidden = 4\nnmlp = 1\nbatch = 32\n",
-            folder.to_str().unwrap()
-        ),
-    )
-    .unwrap();
-    let s = settings.to_str().unwrap();
+    let (settings, folder) = grid(&dir);
+    let s = settings.as_str();
     let out = sweep(&[s]);
     assert!(
         out.status.success(),
