@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use neuralrg::analysis::{self, ReceptiveField};
+use neuralrg::analysis::{self, LookConfig, ReceptiveField};
 use neuralrg::fused::FlowAutodiff;
 use neuralrg::ising::Target;
 use neuralrg::observables;
@@ -48,11 +48,12 @@ pub trait Lab {
     fn step(&mut self) -> LocalFuture<'_, Result<EpochStats, Diverged>>;
     /// Draws `samples` configurations: sample grid, acceptance, ESS, energy and `m^2`.
     fn measure(&mut self, samples: usize) -> LocalFuture<'_, Measurement>;
-    /// The receptive field `dx/dz_site`, averaged over a few latent samples.
+    /// The receptive field `dx/dz_site`, averaged over a few latent samples
+    /// ([`LookConfig::quick`]).
     fn receptive_field(&mut self, site: usize) -> LocalFuture<'_, ReceptiveField>;
     /// Gaussian mutual-information matrices `(latent z, physical x)` from the final states of
-    /// `chains` independent Metropolis-Hastings chains.
-    fn mutual_information(&mut self, chains: usize) -> LocalFuture<'_, (Vec<f64>, Vec<f64>)>;
+    /// independent Metropolis-Hastings chains ([`LookConfig::quick`]).
+    fn mutual_information(&mut self) -> LocalFuture<'_, (Vec<f64>, Vec<f64>)>;
 }
 
 struct Session<B: FlowAutodiff> {
@@ -87,7 +88,7 @@ impl<B: FlowAutodiff> Lab for Session<B> {
     }
 
     fn step(&mut self) -> LocalFuture<'_, Result<EpochStats, Diverged>> {
-        Box::pin(self.trainer.step_async())
+        Box::pin(self.trainer.step())
     }
 
     fn measure(&mut self, samples: usize) -> LocalFuture<'_, Measurement> {
@@ -97,7 +98,7 @@ impl<B: FlowAutodiff> Lab for Session<B> {
             let flow = self.trainer.flow_valid();
             let rng = &mut self.rng;
             let batch = config.batch.min(samples);
-            let d = sample::direct_async(&flow, &self.target, rng, samples, batch).await;
+            let d = sample::direct(&flow, &self.target, rng, samples, batch).await;
             let ess = sample::ess_fraction(&d.log_w);
             let shown = SHOWN_SAMPLES.min(samples) * n;
             let spins = observables::spins_from_fields(&d.x[..shown], rng);
@@ -118,29 +119,30 @@ impl<B: FlowAutodiff> Lab for Session<B> {
         Box::pin(async move {
             let config = &self.trainer.config;
             let n = config.lattice.sites();
-            let z: Vec<f64> = (0..8 * n)
+            let z: Vec<f64> = (0..LookConfig::quick().jacobian_samples * n)
                 .map(|_| StandardNormal.sample(&mut self.rng))
                 .collect();
-            analysis::receptive_fields_async(self.trainer.flow(), config.lattice, &z, &[site])
+            analysis::receptive_fields(self.trainer.flow(), config.lattice, &z, &[site])
                 .await
                 .remove(0)
         })
     }
 
-    fn mutual_information(&mut self, chains: usize) -> LocalFuture<'_, (Vec<f64>, Vec<f64>)> {
+    fn mutual_information(&mut self) -> LocalFuture<'_, (Vec<f64>, Vec<f64>)> {
         Box::pin(async move {
             let n = self.trainer.config.lattice.sites();
             let flow = self.trainer.flow_valid();
-            let mh = sample::metropolis_parallel_async(
+            let look = LookConfig::quick();
+            let mh = sample::metropolis_parallel(
                 &flow,
                 &self.target,
                 &mut self.rng,
-                chains,
-                4,
+                look.samples,
+                look.mh_steps,
                 512,
             )
             .await;
-            let z = analysis::latents_async(&flow, &mh.x).await;
+            let z = analysis::latents(&flow, &mh.x).await;
             (
                 analysis::mi_gaussian(&z, n),
                 analysis::mi_gaussian(&mh.x, n),

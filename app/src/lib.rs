@@ -17,6 +17,7 @@ pub mod panels;
 use leptos::prelude::*;
 use neuralrg::lattice::T_C;
 use neuralrg::observables::exact_values;
+use neuralrg::train::EpochStats;
 use neuralrg::train::TrainConfig;
 use wasm_bindgen::prelude::*;
 
@@ -30,8 +31,6 @@ pub const MEASURE_EVERY: usize = 20;
 pub const ANALYZE_EVERY: usize = 100;
 /// Samples per measurement.
 const MEASURE_SAMPLES: usize = 512;
-/// MH chains for the mutual information.
-const MI_CHAINS: usize = 512;
 /// The site whose receptive field is shown until one is clicked: site (0, 0), at the top of
 /// the hierarchy.
 const DEFAULT_SITE: usize = 0;
@@ -111,19 +110,16 @@ impl Ui {
         self.requests.update(|q| q.push(r));
     }
 
-    /// Sets `key=value` through the configuration's URL form (so parsing and validation are the
-    /// library's, within [`page_config`]'s limits); a new lattice gets the full MERA depth. A valid change resets the session and
-    /// updates the address; an invalid one is shown and not applied.
+    /// Sets one setting by its name (the configuration's serde name, as in the URL), parsed and
+    /// validated by the library within [`page_config`]'s limits; a new lattice gets the full MERA
+    /// depth. A valid change resets the session and updates the address; an invalid one is shown
+    /// and not applied.
     fn edit(&self, key: &str, value: &str) {
-        let mut query = self.config.get_untracked().to_query();
+        let mut base = self.config.get_untracked();
         if key == "L" || key == "d" {
-            query = query
-                .split('&')
-                .filter(|kv| !kv.starts_with("depthMERA="))
-                .collect::<Vec<_>>()
-                .join("&");
+            base.depth = None;
         }
-        match page_config(&format!("{query}&{key}={value}")) {
+        match page_config(&format!("{}&{key}={value}", base.to_query())) {
             Ok(c) => {
                 self.error.set(None);
                 self.running.set(false);
@@ -304,9 +300,8 @@ async fn worker(ui: Ui) {
                 match session.step().await {
                     Ok(s) => {
                         step_ms.push(now_ms() - t0);
-                        history
-                            .train
-                            .push((s.epoch as f64, s.f, s.f_stderr, s.relative_error));
+                        let seconds = step_ms[step_ms.len() - 1] / 1000.0;
+                        history.train.push(EpochStats { seconds, ..s });
                         // The last 9 steps, never the first (it compiles the GPU kernels).
                         let from = step_ms
                             .len()
@@ -317,7 +312,7 @@ async fn worker(ui: Ui) {
                         ui.stats.set(Stats {
                             epoch: s.epoch,
                             f: s.f,
-                            f_first: history.train[0].1,
+                            f_first: history.train[0].f,
                             relative_error: s.relative_error,
                             ms_per_step: recent[recent.len() / 2],
                         });
@@ -363,7 +358,7 @@ async fn worker(ui: Ui) {
             report(panels::field(ui.canvases, lattice, &f), ui);
         }
         if mi {
-            let (z, x) = session.mutual_information(MI_CHAINS).await;
+            let (z, x) = session.mutual_information().await;
             report(
                 panels::mutual_information(ui.canvases, lattice.sites(), z, x),
                 ui,
@@ -598,7 +593,7 @@ fn Controls(ui: Ui) -> impl IntoView {
                     on:click=move |_| ui.edit("T", &T_C.to_string())>"T_c"</button>
             </label>
             <label title="MERA levels built (1 to log2 L)">"depth"
-                <select name="depthMERA" prop:value=get(|c| c.depth.to_string())
+                <select name="depthMERA" prop:value=get(|c| c.depth().to_string())
                     on:change=move |ev| ui.edit("depthMERA", &event_target_value(&ev))>
                     {depths}
                 </select>

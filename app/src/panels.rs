@@ -7,6 +7,7 @@ use neuralrg::lattice::Lattice;
 use neuralrg::plot::{
     self, Scale, free_energy_panel, observable_panel, rates_panel, relative_error_panel,
 };
+use neuralrg::train::EpochStats;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters_canvas::CanvasBackend;
@@ -16,8 +17,8 @@ use crate::lab::Measurement;
 /// Everything drawn so far in this session.
 #[derive(Debug, Clone, Default)]
 pub struct History {
-    /// `(epoch, F, F_stderr, relative_error)` per epoch.
-    pub train: Vec<(f64, f64, f64, f64)>,
+    /// One row per epoch (as a run folder's `records/train.csv`).
+    pub train: Vec<EpochStats>,
     /// The measurements, in order.
     pub measurements: Vec<Measurement>,
 }
@@ -78,7 +79,7 @@ pub fn clear(c: Canvases) -> Result<(), String> {
 
 /// Free energy against the exact bound, and the relative error.
 pub fn loss(c: Canvases, h: &History, bound: f64) -> Result<(), String> {
-    let epochs = h.train.last().map_or(1.0, |r| r.0.max(1.0));
+    let epochs = h.train.last().map_or(1.0, |r| r.epoch as f64).max(1.0);
     draw(c.loss, |area| {
         let (top, bottom) = area.split_vertically(area.dim_in_pixel().1 / 2);
         free_energy_panel(&top, &h.train, bound, epochs)?;
@@ -97,7 +98,7 @@ pub fn measurements(
     let Some(last) = h.measurements.last() else {
         return Ok(());
     };
-    let epochs = h.train.last().map_or(1.0, |r| r.0.max(1.0));
+    let epochs = h.train.last().map_or(1.0, |r| r.epoch as f64).max(1.0);
     draw(c.samples, |area| {
         plot::spin_grid(
             area,

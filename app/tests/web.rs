@@ -11,7 +11,7 @@ use std::cell::RefCell;
 use app::backend::Backend;
 use burn::backend::wgpu::WgpuDevice;
 use burn::backend::{Autodiff, Flex, Wgpu};
-use neuralrg::agreement::{Agreement, agreement_async, kernels_async};
+use neuralrg::agreement::{Agreement, agreement, kernels};
 use neuralrg::train::Trainer;
 use wasm_bindgen_test::*;
 
@@ -20,7 +20,7 @@ wasm_bindgen_test_configure!(run_in_browser);
 #[wasm_bindgen_test]
 async fn webgpu_agrees_with_the_cpu_backend() {
     let device = webgpu_device().await;
-    let a = agreement_async::<Autodiff<Wgpu>>(&device).await;
+    let a = agreement::<Autodiff<Wgpu>>(&device).await;
     web_sys::console::log_1(&format!("{a:?}").into());
     assert!(
         a.holds(),
@@ -51,14 +51,14 @@ async fn webgpu_device() -> WgpuDevice {
 #[wasm_bindgen_test]
 async fn webgpu_kernels_agree_with_the_reference() {
     let device = webgpu_device().await;
-    let k = kernels_async::<Autodiff<Wgpu>>(&device).await;
+    let k = kernels::<Autodiff<Wgpu>>(&device).await;
     web_sys::console::log_1(&format!("WebGPU kernels: {k:?}").into());
     assert!(k.holds_f32(), "{k:?}");
 }
 
 #[wasm_bindgen_test]
 async fn the_cpu_kernel_agrees_with_the_reference_in_wasm() {
-    let k = kernels_async::<Autodiff<Flex>>(&Default::default()).await;
+    let k = kernels::<Autodiff<Flex>>(&Default::default()).await;
     web_sys::console::log_1(&format!("CPU kernel in wasm: {k:?}").into());
     assert!(k.holds_f32(), "{k:?}");
 }
@@ -69,10 +69,10 @@ async fn the_cpu_backend_trains_in_wasm() {
     let mut c = neuralrg::agreement::config();
     c.lr = 0.02;
     let mut t = Trainer::<Autodiff<Flex>>::new(c, &Default::default()).expect("valid");
-    let first = t.step_async().await.expect("finite").f;
+    let first = t.step().await.expect("finite").f;
     let mut last = first;
     for _ in 0..20 {
-        last = t.step_async().await.expect("finite").f;
+        last = t.step().await.expect("finite").f;
     }
     assert!(last < first, "F {first} -> {last}");
 }

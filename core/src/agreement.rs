@@ -14,7 +14,7 @@ use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
 use crate::flow::Flow;
-use crate::host::{block_on, read};
+use crate::host::read;
 use crate::ising::Target;
 use crate::train::{TrainConfig, Trainer};
 
@@ -51,13 +51,8 @@ pub fn config() -> TrainConfig {
     config
 }
 
-/// Compares backend `B` on `device` with the Flex CPU backend (native: blocks on the reads).
-pub fn agreement<B: FlowAutodiff>(device: &B::Device) -> Agreement {
-    block_on(agreement_async::<B>(device))
-}
-
-/// [`agreement`] for callers that cannot block (the browser).
-pub async fn agreement_async<B: FlowAutodiff>(device: &B::Device) -> Agreement {
+/// Compares backend `B` on `device` with the Flex CPU backend.
+pub async fn agreement<B: FlowAutodiff>(device: &B::Device) -> Agreement {
     let config = config();
     let cpu = Default::default();
     let training = worst(
@@ -70,10 +65,8 @@ pub async fn agreement_async<B: FlowAutodiff>(device: &B::Device) -> Agreement {
     let flow_c = config.init_flow::<Flex>(&cpu);
     let target_g = Target::<B::InnerBackend>::new(config.relaxation(), device);
     let target_c = Target::<Flex>::new(config.relaxation(), &cpu);
-    let g =
-        crate::sample::direct_async(&flow_g, &target_g, &mut StdRng::seed_from_u64(3), n, n).await;
-    let c =
-        crate::sample::direct_async(&flow_c, &target_c, &mut StdRng::seed_from_u64(3), n, n).await;
+    let g = crate::sample::direct(&flow_g, &target_g, &mut StdRng::seed_from_u64(3), n, n).await;
+    let c = crate::sample::direct(&flow_c, &target_c, &mut StdRng::seed_from_u64(3), n, n).await;
     let sampling = worst(&g.x, &c.x).max(worst(&g.log_w, &c.log_w));
 
     let log_density = worst(
@@ -100,7 +93,7 @@ async fn steps<B: FlowAutodiff>(config: &TrainConfig, device: &B::Device) -> Vec
     let mut t = Trainer::<B>::new(config.clone(), device).expect("valid");
     let mut out = Vec::new();
     for _ in 0..3 {
-        let s = t.step_async().await.expect("finite loss");
+        let s = t.step().await.expect("finite loss");
         out.extend([s.loss, s.f_std]);
     }
     out
@@ -134,14 +127,9 @@ impl KernelAgreement {
     }
 }
 
-/// [`kernels_async`], blocking (native).
-pub fn kernels<B: FlowAutodiff>(device: &B::Device) -> KernelAgreement {
-    block_on(kernels_async::<B>(device))
-}
-
 /// Compares the fused block layers of backend `B` with its reference tensor code (see
 /// [`KernelAgreement`]).
-pub async fn kernels_async<B: FlowAutodiff>(device: &B::Device) -> KernelAgreement {
+pub async fn kernels<B: FlowAutodiff>(device: &B::Device) -> KernelAgreement {
     let mut worst_out: f64 = 0.0;
     let mut worst_grad: f64 = 0.0;
     for (l, d) in [(4, 2), (8, 2), (4, 1), (8, 1)] {

@@ -10,7 +10,7 @@ use burn::tensor::{Tensor, TensorData};
 use crate::fused::{FlowAutodiff, FlowBackend};
 
 use crate::flow::Flow;
-use crate::host::{block_on, read};
+use crate::host::read;
 use crate::lattice::Lattice;
 
 /// The receptive field of a latent site: `dx_i/dz_k` for every physical site `i`.
@@ -24,21 +24,66 @@ pub struct ReceptiveField {
     pub values: Vec<f64>,
 }
 
+/// How much sampling looking inside a flow takes: the `analyze` command's defaults
+/// ([`LookConfig::default`]) and the page's lighter ones ([`LookConfig::quick`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct LookConfig {
+    /// Samples of x for the mutual information: the final states of this many independent
+    /// Metropolis-Hastings chains (flow proposals), so no sample repeats.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = LookConfig::default().samples))]
+    pub samples: usize,
+    /// Proposals per Metropolis-Hastings chain.
+    #[cfg_attr(feature = "cli", arg(long = "mh-steps", default_value_t = LookConfig::default().mh_steps))]
+    pub mh_steps: usize,
+    /// Latent samples the receptive fields are averaged over (1: at one sample).
+    #[cfg_attr(feature = "cli", arg(long = "jacobian-samples", default_value_t = LookConfig::default().jacobian_samples))]
+    pub jacobian_samples: usize,
+}
+
+impl Default for LookConfig {
+    fn default() -> Self {
+        Self {
+            samples: 4000,
+            mh_steps: 10,
+            jacobian_samples: 32,
+        }
+    }
+}
+
+impl LookConfig {
+    /// The live panels' look, redrawn while training in a browser tab: an eighth of the
+    /// samples, 4 proposals per chain and 8 Jacobian samples (noisier, a few times faster).
+    pub fn quick() -> Self {
+        Self {
+            samples: 512,
+            mh_steps: 4,
+            jacobian_samples: 8,
+        }
+    }
+
+    /// Checks the counts; the message names the value and what is allowed.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, value, min) in [
+            ("samples", self.samples, 2),
+            ("jacobian-samples", self.jacobian_samples, 1),
+            ("mh-steps", self.mh_steps, 1),
+        ] {
+            if value < min {
+                return Err(format!(
+                    "{name} = {value} is not allowed: an integer >= {min}"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 /// Jacobian columns `dx/dz_k` of the plain generator `x = g(z)` for each latent site in
 /// `sites`, averaged over the latent samples `z` (row-major `[samples, N]`; one row gives the
 /// Jacobian at one sample). Reverse mode: each sample is repeated `N` times and row `i` of the
 /// copy back-propagates `x_i`, so one backward pass gives the whole Jacobian of a chunk.
-pub fn receptive_fields<B: FlowAutodiff>(
-    flow: &Flow<B>,
-    lattice: Lattice,
-    z: &[f64],
-    sites: &[usize],
-) -> Vec<ReceptiveField> {
-    block_on(receptive_fields_async(flow, lattice, z, sites))
-}
-
-/// [`receptive_fields`] for callers that cannot block (the browser).
-pub async fn receptive_fields_async<B: FlowAutodiff>(
+pub async fn receptive_fields<B: FlowAutodiff>(
     flow: &Flow<B>,
     lattice: Lattice,
     z: &[f64],
@@ -98,12 +143,7 @@ pub async fn receptive_fields_async<B: FlowAutodiff>(
 /// The latent variables `z = g^{-1}(x)` of physical samples `x` (row-major `[samples, N]`), each
 /// taken through the more probable sign branch of a symmetrized flow ([`Flow::orient`]):
 /// without this the latent statistics are dominated by the `x -> -x` bimodality.
-pub fn latents<B: FlowBackend>(flow: &Flow<B>, x: &[f64]) -> Vec<f64> {
-    block_on(latents_async(flow, x))
-}
-
-/// [`latents`] for callers that cannot block (the browser).
-pub async fn latents_async<B: FlowBackend>(flow: &Flow<B>, x: &[f64]) -> Vec<f64> {
+pub async fn latents<B: FlowBackend>(flow: &Flow<B>, x: &[f64]) -> Vec<f64> {
     let n = flow.mera.sites();
     let device = flow.mera.device();
     let mut z = Vec::with_capacity(x.len());
@@ -113,6 +153,21 @@ pub async fn latents_async<B: FlowBackend>(flow: &Flow<B>, x: &[f64]) -> Vec<f64
         z.extend(read(flow.mera.infer(flow.orient(xt)).0).await);
     }
     z
+}
+
+/// The variables after the first `layers` block layers of the inference direction `x -> z`
+/// (the partial RG of the paper's layer-by-layer mutual information), of physical samples `x`
+/// (row-major `[samples, N]`), each through its more probable sign branch as in [`latents`].
+pub async fn layer_outputs<B: FlowBackend>(flow: &Flow<B>, x: &[f64], layers: usize) -> Vec<f64> {
+    let n = flow.mera.sites();
+    let device = flow.mera.device();
+    let mut out = Vec::with_capacity(x.len());
+    for rows in x.chunks(512 * n) {
+        let xt =
+            Tensor::<B, 2>::from_data(TensorData::new(rows.to_vec(), [rows.len() / n, n]), &device);
+        out.extend(read(flow.mera.infer_partial(flow.orient(xt), layers)).await);
+    }
+    out
 }
 
 /// Where to look at each RG level, as `(level, [(label, site)])` from level 0 to the top: in 2D

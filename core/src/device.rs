@@ -2,6 +2,7 @@
 //! vulkan[:N]|wgpu`. A device that is not there is refused with a message naming what is
 //! missing, before Burn starts (Burn's own failure would be a panic on its device thread).
 
+use crate::host::block_on;
 use std::fmt;
 use std::str::FromStr;
 
@@ -511,7 +512,7 @@ struct AgreementJob;
 impl BackendJob for AgreementJob {
     type Output = crate::agreement::Agreement;
     fn run<B: FlowAutodiff>(self, device: B::Device) -> Self::Output {
-        crate::agreement::agreement::<B>(&device)
+        block_on(crate::agreement::agreement::<B>(&device))
     }
 }
 
@@ -521,7 +522,7 @@ struct KernelJob;
 impl BackendJob for KernelJob {
     type Output = crate::agreement::KernelAgreement;
     fn run<B: FlowAutodiff>(self, device: B::Device) -> Self::Output {
-        crate::agreement::kernels::<B>(&device)
+        block_on(crate::agreement::kernels::<B>(&device))
     }
 }
 

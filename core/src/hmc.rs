@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::flow::{Flow, log_normal, logaddexp, normal_noise, random_signs};
 use crate::fused::FlowAutodiff;
+use crate::host::read;
 use crate::ising::Target;
 
 /// Where the chains live.
@@ -28,6 +29,7 @@ pub enum Space {
 
 /// Where fresh chains start.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
 pub enum Start {
     /// From the prior `N(0, I)` in either space, as the original does (in physical space the
     /// chains then have to find the target on their own: a real test of the sampler).
@@ -122,7 +124,7 @@ impl<B: FlowAutodiff> Chains<B> {
     }
 
     /// One trajectory for every chain; returns the fraction of chains that accepted.
-    pub fn trajectory(
+    pub async fn trajectory(
         &mut self,
         flow: &Flow<B>,
         target: &Target<B>,
@@ -150,7 +152,7 @@ impl<B: FlowAutodiff> Chains<B> {
         }
         let h0 = u0 + (p0.clone() * p0).sum_dim(1).squeeze_dim(1).mul_scalar(0.5);
         let h1 = u + (p.clone() * p).sum_dim(1).squeeze_dim(1).mul_scalar(0.5);
-        let dh: Vec<f64> = (h0 - h1).into_data().iter::<f64>().collect();
+        let dh = read(h0 - h1).await;
         let accept: Vec<bool> = dh
             .iter()
             .map(|d| d.is_finite() && (*d >= 0.0 || rng.random::<f64>() < d.exp()))
@@ -170,7 +172,7 @@ impl<B: FlowAutodiff> Chains<B> {
 
     /// One measurement: `config.trajectories` trajectories, then the physical fields of the
     /// chains (row-major `[chains, N]` on the host) and the mean acceptance per trajectory.
-    pub fn measure(
+    pub async fn measure(
         &mut self,
         flow: &Flow<B>,
         target: &Target<B>,
@@ -179,7 +181,7 @@ impl<B: FlowAutodiff> Chains<B> {
     ) -> (Vec<f64>, f64) {
         let mut acc = 0.0;
         for _ in 0..config.trajectories {
-            acc += self.trajectory(flow, target, rng, config);
+            acc += self.trajectory(flow, target, rng, config).await;
         }
         let x = match self.space {
             Space::Physical => self.state.clone(),
@@ -193,9 +195,6 @@ impl<B: FlowAutodiff> Chains<B> {
                 }
             }
         };
-        (
-            x.into_data().iter::<f64>().collect(),
-            acc / config.trajectories.max(1) as f64,
-        )
+        (read(x).await, acc / config.trajectories.max(1) as f64)
     }
 }

@@ -50,6 +50,55 @@ impl From<Lattice> for RawLattice {
     }
 }
 
+impl Default for Lattice {
+    /// The 8x8 lattice (the programs' and the page's default).
+    fn default() -> Self {
+        Self { l: 8, d: 2 }
+    }
+}
+
+/// `-L` and `-d` (clap ids `L` and `d`, the settings' names), checked together on parsing.
+#[cfg(feature = "cli")]
+impl clap::Args for Lattice {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        let default = Lattice::default();
+        cmd.arg(
+            clap::Arg::new("L")
+                .short('L')
+                .value_name("L")
+                .value_parser(clap::value_parser!(usize))
+                .default_value(default.l.to_string())
+                .help("Lattice side, a power of two >= 4"),
+        )
+        .arg(
+            clap::Arg::new("d")
+                .short('d')
+                .value_name("D")
+                .value_parser(clap::value_parser!(usize))
+                .default_value(default.d.to_string())
+                .help("Lattice dimension, 1 or 2"),
+        )
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        Self::augment_args(cmd)
+    }
+}
+
+#[cfg(feature = "cli")]
+impl clap::FromArgMatches for Lattice {
+    fn from_arg_matches(m: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        let get = |id: &str| *m.get_one::<usize>(id).expect("the option has a default");
+        Lattice::new(get("L"), get("d"))
+            .map_err(|e| clap::Error::raw(clap::error::ErrorKind::ValueValidation, e))
+    }
+
+    fn update_from_arg_matches(&mut self, m: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(m)?;
+        Ok(())
+    }
+}
+
 impl Lattice {
     /// A lattice of side `l` in `d` dimensions; `l` must be a power of two `>= 4`, `d` 1 or 2.
     pub fn new(l: usize, d: usize) -> Result<Self, InputError> {

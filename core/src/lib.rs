@@ -21,12 +21,15 @@
 //! - [`host`]: reading tensors back (async in the browser, blocking natively);
 //! - [`observables`]: spins from fields, Rao-Blackwell estimators, energy, magnetization, Binder;
 //! - [`plot`]: heat maps and figures on any plotters backend;
+//! - [`records`]: a run's per-epoch and measurement rows, and their CSV files;
 //! - [`resources`]: the memory a configuration needs, checked before allocating;
+//! - [`settings`]: partial settings (a URL query, a settings file's table) over a configuration;
 //! - [`stats`]: means, errors, log-sum-exp.
 //!
-//! Native only: [`run`] (run folders, checkpoints, records), [`device`] (backend choice),
-//! [`parallel`] (data-parallel training on several devices and machines) and [`cli`] (argument
-//! glue of the binaries).
+//! Native only: [`run`] (run folders, checkpoints, records), [`sweep`] (grids of runs),
+//! [`device`] (backend choice),
+//! [`parallel`] (data-parallel training on several devices) and, with the `cli` feature (on by
+//! default), [`cli`] (argument glue of the binaries).
 
 pub mod agreement;
 pub mod analysis;
@@ -41,13 +44,15 @@ pub mod lattice;
 pub mod mera;
 pub mod observables;
 pub mod plot;
+pub mod records;
 pub mod resources;
 pub mod sample;
+pub mod settings;
 pub mod stats;
 pub mod train;
 
 pub mod checkpoint;
-#[cfg(not(target_arch = "wasm32"))]
+#[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
 pub mod cli;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod device;
@@ -55,3 +60,5 @@ pub mod device;
 pub mod parallel;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod run;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod sweep;

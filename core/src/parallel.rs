@@ -16,6 +16,7 @@
 //! equals the set of nodes (seen here with two processes on loopback, with the ring and the
 //! centralized strategies alike).
 
+use crate::host::block_on;
 use std::ops::Range;
 use std::sync::Mutex;
 
@@ -93,7 +94,7 @@ fn follow<B: FlowAutodiff>(
         .map_err(|e| RunError::Io(e.to_string()))?;
     trainer.join(Box::new(Collective(place)));
     while trainer.epoch < params.options.epochs {
-        if trainer.step().is_err() || trainer.stop_agreed() == Some(true) {
+        if block_on(trainer.step()).is_err() || trainer.stop_agreed() == Some(true) {
             break;
         }
     }

@@ -8,6 +8,8 @@ use plotters::prelude::*;
 
 use crate::analysis::ReceptiveField;
 use crate::lattice::Lattice;
+use crate::records::{MeasureRow, Observable};
+use crate::train::EpochStats;
 
 /// Colour scale of a heat map.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -270,19 +272,17 @@ pub fn save(stem: &std::path::Path, size: (u32, u32), figure: &impl Figure) -> R
     Ok(())
 }
 
-/// The training monitor's data: per-epoch free energies and the periodic measurements.
-#[derive(Debug, Clone, Default)]
+/// The training monitor's data: a run's records.
+#[derive(Debug, Clone)]
 pub struct Monitor {
-    /// `(epoch, F, F_stderr, relative_error)` per epoch.
-    pub train: Vec<(f64, f64, f64, f64)>,
+    /// One row per epoch.
+    pub train: Vec<EpochStats>,
+    /// The periodic measurements.
+    pub measurements: Vec<MeasureRow>,
     /// The bound `-ln Z_x`.
     pub bound: f64,
-    /// `(epoch, MH acceptance, HMC acceptance)` per measurement.
-    pub acceptance: Vec<(f64, f64, f64)>,
-    /// `(epoch, mean, stderr)` of the chosen observable per measurement.
-    pub observable: Vec<(f64, f64, f64)>,
-    /// Name of the observable.
-    pub observable_name: String,
+    /// The observable drawn.
+    pub observable: Observable,
     /// Its exact value, if known or given.
     pub exact: Option<f64>,
 }
@@ -309,17 +309,33 @@ impl Figure for Monitor {
         let epochs = self.epochs();
         free_energy_panel(&panels[0], &self.train, self.bound, epochs)?;
         relative_error_panel(&panels[1], &self.train, epochs)?;
+        let acceptance: Vec<(f64, f64, f64)> = self
+            .measurements
+            .iter()
+            .map(|m| (m.epoch as f64, m.mh_acceptance, m.hmc_acceptance))
+            .collect();
         rates_panel(
             &panels[2],
             "acceptance",
-            &self.acceptance,
+            &acceptance,
             ["Metropolis-Hastings", "HMC (latent)"],
             epochs,
         )?;
+        let observable: Vec<(f64, f64, f64)> = self
+            .measurements
+            .iter()
+            .map(|m| {
+                let (mean, err) = m.observable(self.observable);
+                (m.epoch as f64, mean, err)
+            })
+            .collect();
         observable_panel(
             &panels[3],
-            &format!("{} (Metropolis-Hastings)", self.observable_name),
-            &self.observable,
+            &format!(
+                "{} (Metropolis-Hastings)",
+                format!("{:?}", self.observable).to_lowercase()
+            ),
+            &observable,
             self.exact,
             epochs,
         )
@@ -329,23 +345,22 @@ impl Figure for Monitor {
 impl Monitor {
     /// The x range of the panels: the last epoch recorded (at least 1).
     pub fn epochs(&self) -> f64 {
-        self.train.last().map(|r| r.0).unwrap_or(1.0).max(1.0)
+        self.train.last().map_or(1.0, |r| r.epoch as f64).max(1.0)
     }
 }
 
 const PANEL_FONT: (&str, u32) = ("sans-serif", 14);
 
-/// The variational free energy per epoch (`train` rows as in [`Monitor::train`]) with the
-/// exact bound `-ln Z_x`.
+/// The variational free energy per epoch with the exact bound `-ln Z_x`.
 pub fn free_energy_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
-    train: &[(f64, f64, f64, f64)],
+    train: &[EpochStats],
     bound: f64,
     epochs: f64,
 ) -> Result<(), String> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     let font = PANEL_FONT;
-    let (lo, hi) = range(train.iter().map(|r| r.1).chain([bound]));
+    let (lo, hi) = range(train.iter().map(|r| r.f).chain([bound]));
     let mut c = ChartBuilder::on(area)
         .caption("free energy F (units of T)", font)
         .margin(8)
@@ -358,10 +373,13 @@ pub fn free_energy_panel<DB: DrawingBackend>(
         .x_labels(6)
         .draw()
         .map_err(err)?;
-    c.draw_series(LineSeries::new(train.iter().map(|r| (r.0, r.1)), &BLUE))
-        .map_err(err)?
-        .label("F")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], BLUE));
+    c.draw_series(LineSeries::new(
+        train.iter().map(|r| (r.epoch as f64, r.f)),
+        &BLUE,
+    ))
+    .map_err(err)?
+    .label("F")
+    .legend(|(x, y)| PathElement::new([(x, y), (x + 15, y)], BLUE));
     c.draw_series(LineSeries::new(
         [(0.0, bound), (epochs, bound)],
         RED.stroke_width(2),
@@ -380,14 +398,14 @@ pub fn free_energy_panel<DB: DrawingBackend>(
 /// The relative error `(F + ln Z_x) / ln Z_x` per epoch on a log axis.
 pub fn relative_error_panel<DB: DrawingBackend>(
     area: &DrawingArea<DB, Shift>,
-    train: &[(f64, f64, f64, f64)],
+    train: &[EpochStats],
     epochs: f64,
 ) -> Result<(), String> {
     let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
     let rel: Vec<(f64, f64)> = train
         .iter()
-        .filter(|r| r.3 > 0.0)
-        .map(|r| (r.0, r.3))
+        .filter(|r| r.relative_error > 0.0)
+        .map(|r| (r.epoch as f64, r.relative_error))
         .collect();
     let (rlo, rhi) = rel.iter().fold((f64::INFINITY, 0.0f64), |(a, b), r| {
         (a.min(r.1), b.max(r.1))

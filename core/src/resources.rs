@@ -29,7 +29,7 @@ fn training_values(config: &TrainConfig) -> Option<u64> {
     // Each MERA level halves the side: its sites shrink by 2^d.
     let shrink = 1u64 << lattice.dim();
     let (mut sites, mut level) = (0u64, n);
-    for _ in 0..config.depth {
+    for _ in 0..config.depth() {
         sites = sites.checked_add(level)?;
         level /= shrink;
     }

@@ -7,6 +7,7 @@
 //! released by the system when the holder exits or dies). SIGINT and SIGTERM (after
 //! [`stop_on_signals`]) end training at the end of the current epoch with a checkpoint.
 
+use crate::host::block_on;
 use std::fs;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -22,6 +23,7 @@ use crate::hmc::{Chains, HmcConfig, Space, Start};
 use crate::ising::Target;
 use crate::mera::splitmix64;
 use crate::observables;
+use crate::records::{self, MeasureRow, Record};
 use crate::sample;
 use crate::stats::tau_int;
 use crate::train::{EpochStats, TrainConfig, Trainer};
@@ -63,6 +65,9 @@ fn default_hmc_chains() -> usize {
 
 /// Persistent HMC chains measured during training, unless set otherwise.
 pub const DEFAULT_HMC_CHAINS: usize = 32;
+
+/// Epochs between checkpoints (and measurements), unless set otherwise.
+pub const DEFAULT_SAVE_PERIOD: usize = 50;
 
 /// The `parameters.json` format this build writes; files of a newer format are refused.
 pub const PARAMETERS_FORMAT: u32 = 1;
@@ -345,47 +350,33 @@ pub(crate) fn stop_requested() -> bool {
     STOP.get().is_some_and(|f| f.load(Ordering::Relaxed))
 }
 
-const CSV_HEADER: &str = "epoch,loss,F,F_std,F_stderr,relative_error,seconds";
-
-/// Columns of `records/measurements.csv`.
-pub const MEASURE_HEADER: &str = "epoch,ess,mh_acceptance,mh_tau,hmc_acceptance,energy,energy_err,abs_m,abs_m_err,m2,m2_err,susceptibility,susceptibility_err,specific_heat,specific_heat_err,binder_u4,binder_u4_err";
-
-/// Rewrites a records file keeping the header and the rows of epochs `<= epoch`; returns those
-/// rows and the file opened for appending.
-fn reopen_records(
-    path: &Path,
-    header: &str,
-    epoch: usize,
-) -> Result<(Vec<String>, fs::File), RunError> {
+/// Rewrites a run's records file of `R` keeping the rows of epochs `<= epoch`; returns those rows
+/// and the file opened for appending.
+fn reopen_records<R: Record>(folder: &Path, epoch: usize) -> Result<(Vec<R>, fs::File), RunError> {
+    let path = folder.join(R::FILE);
     // A file that is not there yet has no rows; one that cannot be read is an error (never
     // rewritten to its header).
-    let text = match fs::read_to_string(path) {
+    let text = match fs::read_to_string(&path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
-        Err(e) => return Err(io(path, e)),
+        Err(e) => return Err(io(&path, e)),
     };
-    let rows: Vec<String> = text
-        .lines()
-        .skip(1)
-        .filter(|l| {
-            l.split(',')
-                .next()
-                .and_then(|e| e.parse::<usize>().ok())
-                .is_some_and(|e| e <= epoch)
-        })
-        .map(String::from)
+    let rows: Vec<R> = records::from_csv::<R>(&text)
+        .into_iter()
+        .filter(|r| r.epoch() <= epoch)
         .collect();
-    let mut body = format!("{header}\n");
-    for line in &rows {
-        body.push_str(line);
-        body.push('\n');
-    }
-    write_atomic(path, body.as_bytes())?;
+    write_atomic(&path, records::to_csv(&rows).as_bytes())?;
     let file = fs::OpenOptions::new()
         .append(true)
-        .open(path)
-        .map_err(|e| io(path, e))?;
+        .open(&path)
+        .map_err(|e| io(&path, e))?;
     Ok((rows, file))
+}
+
+/// Appends one row to a records file opened by [`reopen_records`].
+fn append<R: Record>(file: &mut fs::File, folder: &Path, row: &R) -> Result<(), RunError> {
+    file.write_all(records::to_line(row).as_bytes())
+        .map_err(|e| io(&folder.join(R::FILE), e))
 }
 
 /// One measurement during training: a Metropolis-Hastings chain of one batch of flow
@@ -397,7 +388,7 @@ fn measure<B: FlowAutodiff>(
     trainer: &Trainer<B>,
     chains: &mut Option<Chains<B>>,
     hmc_chains: usize,
-) -> String {
+) -> MeasureRow {
     let config = &trainer.config;
     let mut rng = StdRng::seed_from_u64(splitmix64(
         config.seed ^ 0x4D45_4153 ^ splitmix64(trainer.epoch as u64),
@@ -405,7 +396,13 @@ fn measure<B: FlowAutodiff>(
     let flow = trainer.flow_valid();
     let device = flow.mera.device();
     let target = Target::<B::InnerBackend>::new(config.relaxation(), &device);
-    let chain = sample::metropolis(&flow, &target, &mut rng, config.batch, config.batch);
+    let chain = block_on(sample::metropolis(
+        &flow,
+        &target,
+        &mut rng,
+        config.batch,
+        config.batch,
+    ));
     let energies: Vec<f64> = chain
         .x
         .chunks(config.lattice.sites())
@@ -422,35 +419,26 @@ fn measure<B: FlowAutodiff>(
                 hmc_chains,
             )
         });
-        c.measure(
+        block_on(c.measure(
             trainer.flow(),
             &trainer.target,
             &mut rng,
             HmcConfig::default(),
-        )
+        ))
         .1
     } else {
         f64::NAN
     };
-    let mut row = format!(
-        "{},{:?},{:?},{:?},{:?}",
+    MeasureRow::new(
         trainer.epoch,
-        sample::ess_fraction(&chain.proposal_log_w),
-        chain.acceptance,
-        tau_int(&energies),
-        hmc
-    );
-    for e in [
-        obs.energy_per_site,
-        obs.abs_m,
-        obs.m2,
-        obs.susceptibility,
-        obs.specific_heat,
-        obs.binder_u4,
-    ] {
-        row.push_str(&format!(",{:?},{:?}", e.mean, e.stderr));
-    }
-    row
+        (
+            sample::ess_fraction(&chain.proposal_log_w),
+            chain.acceptance,
+            tau_int(&energies),
+            hmc,
+        ),
+        &obs,
+    )
 }
 
 /// A run opened for training: its trainer, and the lock that keeps other writers out.
@@ -498,8 +486,8 @@ pub fn open<B: FlowAutodiff>(
         fs::create_dir_all(folder.join(sub)).map_err(|e| io(&folder.join(sub), e))?;
     }
     write_atomic(
-        &folder.join("records").join("train.csv"),
-        format!("{CSV_HEADER}\n").as_bytes(),
+        &folder.join(EpochStats::FILE),
+        records::to_csv::<EpochStats>(&[]).as_bytes(),
     )?;
     Ok(Opened { trainer, lock })
 }
@@ -527,13 +515,11 @@ pub fn train<B: FlowAutodiff>(
             fs::rename(&path, &aside).map_err(|e| io(&path, e))?;
         }
     }
-    let records = folder.join("records").join("train.csv");
     let json = serde_json::to_string_pretty(&params).expect("parameters serialize");
     write_atomic(&folder.join("parameters.json"), json.as_bytes())?;
     // Keep the records consistent with the checkpoint: drop rows written after it.
-    let (mut history, mut csv) = reopen_records(&records, CSV_HEADER, trainer.epoch)?;
-    let measurements = folder.join("records").join("measurements.csv");
-    let (_, mut measure_csv) = reopen_records(&measurements, MEASURE_HEADER, trainer.epoch)?;
+    let (mut history, mut csv) = reopen_records::<EpochStats>(&folder, trainer.epoch)?;
+    let (_, mut measure_csv) = reopen_records::<MeasureRow>(&folder, trainer.epoch)?;
     let mut chains: Option<Chains<B>> = None;
 
     let save = |trainer: &Trainer<B>| -> Result<(), RunError> {
@@ -558,7 +544,7 @@ pub fn train<B: FlowAutodiff>(
     let t0 = Instant::now();
     let mut last = Instant::now();
     while trainer.epoch < params.options.epochs {
-        let stats = match trainer.step() {
+        let stats = match block_on(trainer.step()) {
             Ok(s) => s,
             Err(diverged) => {
                 let good = checkpoints(&folder)
@@ -575,17 +561,8 @@ pub fn train<B: FlowAutodiff>(
         };
         let seconds = last.elapsed().as_secs_f64();
         last = Instant::now();
-        let row = format!(
-            "{},{:?},{:?},{:?},{:?},{:?},{:.6}",
-            stats.epoch,
-            stats.loss,
-            stats.f,
-            stats.f_std,
-            stats.f_stderr,
-            stats.relative_error,
-            seconds
-        );
-        writeln!(csv, "{row}").map_err(|e| io(&records, e))?;
+        let row = EpochStats { seconds, ..stats };
+        append(&mut csv, &folder, &row)?;
         history.push(row);
         on_epoch(&stats, &trainer);
         if trainer
@@ -596,7 +573,7 @@ pub fn train<B: FlowAutodiff>(
             save(&trainer)?;
             if !params.options.skip_hmc {
                 let row = measure(&trainer, &mut chains, params.options.hmc_chains);
-                writeln!(measure_csv, "{row}").map_err(|e| io(&measurements, e))?;
+                append(&mut measure_csv, &folder, &row)?;
             }
         }
         // A data-parallel group stops at the epoch its trainers agreed on.
@@ -621,16 +598,12 @@ pub fn train<B: FlowAutodiff>(
         t0.elapsed().as_secs_f64() / done as f64
     } else {
         // Resumed at its last epoch: the time the records hold.
-        let seconds: Vec<f64> = history
-            .iter()
-            .filter_map(|l| l.rsplit(',').next()?.parse().ok())
-            .collect();
-        seconds.iter().sum::<f64>() / seconds.len().max(1) as f64
+        history.iter().map(|r| r.seconds).sum::<f64>() / history.len().max(1) as f64
     };
     if history.is_empty() {
         return Err(RunError::Io(format!(
             "{} has no rows up to epoch {}: cannot summarize the run",
-            records.display(),
+            folder.join(EpochStats::FILE).display(),
             trainer.epoch
         )));
     }
@@ -643,22 +616,20 @@ pub fn train<B: FlowAutodiff>(
 /// The summary from the records: mean F over the last `min(20, epochs)` epochs.
 fn summarize(
     params: &Parameters,
-    history: &[String],
+    history: &[EpochStats],
     seconds_per_epoch: f64,
     folder: &Path,
 ) -> Summary {
-    let rows: Vec<(f64, f64)> = history
-        .iter()
-        .filter_map(|l| {
-            let c: Vec<&str> = l.split(',').collect();
-            Some((c.get(2)?.parse().ok()?, c.get(4)?.parse().ok()?))
-        })
-        .collect();
-    let window = rows.len().min(20);
-    let tail = &rows[rows.len() - window..];
+    let window = history.len().min(20);
+    let tail = &history[history.len() - window..];
     let w = window.max(1) as f64;
-    let f = tail.iter().map(|r| r.0).sum::<f64>() / w;
-    let f_stderr = tail.iter().map(|r| r.1 * r.1).sum::<f64>().sqrt() / w;
+    let f = tail.iter().map(|r| r.f).sum::<f64>() / w;
+    let f_stderr = tail
+        .iter()
+        .map(|r| r.f_stderr * r.f_stderr)
+        .sum::<f64>()
+        .sqrt()
+        / w;
     let rel = params.config.relaxation();
     Summary {
         l: params.config.lattice.side(),

@@ -1,14 +1,241 @@
 //! Sampling with the flow (spec section 4): direct samples with importance weights, and the
 //! independent Metropolis-Hastings chain that makes them exact samples of the target.
 
-use crate::fused::FlowBackend;
+use crate::fused::{FlowAutodiff, FlowBackend};
+use burn::module::AutodiffModule;
 use rand::RngExt;
 use rand::rngs::StdRng;
 
 use crate::flow::Flow;
-use crate::host::{block_on, read};
+use crate::hmc::{Chains, HmcConfig, Space, Start};
+use crate::host::read;
 use crate::ising::Target;
 use crate::stats::log_mean_exp;
+
+/// How configurations are drawn.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum Sampler {
+    /// Independent samples of the flow (biased by q != p; importance weights reported).
+    Direct,
+    /// Independent Metropolis-Hastings with the flow as proposal (exact).
+    #[default]
+    Mh,
+    /// HMC on the latent variables z (exact).
+    HmcLatent,
+    /// HMC on the physical fields x (exact).
+    HmcPhysical,
+}
+
+impl Sampler {
+    /// Its name (`mh`, `hmc-latent`, ...), as the command line and the output files write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Direct => "direct",
+            Self::Mh => "mh",
+            Self::HmcLatent => "hmc-latent",
+            Self::HmcPhysical => "hmc-physical",
+        }
+    }
+
+    /// Whether it runs HMC chains.
+    pub fn is_hmc(self) -> bool {
+        matches!(self, Self::HmcLatent | Self::HmcPhysical)
+    }
+}
+
+/// What to draw: the sampler and its settings (the `sample` command's options).
+#[derive(Debug, Clone, Copy, PartialEq)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct DrawConfig {
+    /// Sampler.
+    #[cfg_attr(feature = "cli", arg(long, value_enum, default_value_t = DrawConfig::default().sampler))]
+    pub sampler: Sampler,
+    /// Number of configurations.
+    #[cfg_attr(feature = "cli", arg(short = 'n', long = "n", default_value_t = DrawConfig::default().n))]
+    pub n: usize,
+    /// Independent Metropolis-Hastings chains (n is split over them; the spread between them
+    /// enters the errors, and split R-hat tells whether they agree).
+    #[cfg_attr(feature = "cli", arg(long = "mh-chains", default_value_t = DrawConfig::default().mh_chains))]
+    pub mh_chains: usize,
+    /// Persistent HMC chains (n is split over them after --burn-in discarded measurements).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = DrawConfig::default().chains))]
+    pub chains: usize,
+    /// HMC measurements (of 10 trajectories each) discarded while the chains find the target.
+    #[cfg_attr(feature = "cli", arg(long = "burn-in", default_value_t = DrawConfig::default().burn_in))]
+    pub burn_in: usize,
+    /// Where HMC chains start: prior (N(0, I) in either space, as the original) or flow
+    /// (physical chains warm-started at flow samples).
+    #[cfg_attr(feature = "cli", arg(long = "hmc-start", value_enum, default_value_t = DrawConfig::default().hmc_start))]
+    pub hmc_start: Start,
+    /// Flow samples drawn per batch.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = DrawConfig::default().batch))]
+    pub batch: usize,
+}
+
+impl Default for DrawConfig {
+    fn default() -> Self {
+        Self {
+            sampler: Sampler::default(),
+            n: 20_000,
+            mh_chains: 8,
+            chains: 64,
+            burn_in: 10,
+            hmc_start: Start::Prior,
+            batch: 512,
+        }
+    }
+}
+
+impl DrawConfig {
+    /// Checks the counts; the message names the value and what is allowed.
+    pub fn validate(&self) -> Result<(), String> {
+        for (name, v) in [
+            ("n", self.n),
+            ("chains", self.chains),
+            ("mh-chains", self.mh_chains),
+            ("batch", self.batch),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} = 0 is not allowed: an integer >= 1"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Units of work of [`draw`] (flow samples, or HMC measurements), for a progress bar.
+    pub fn work(&self) -> u64 {
+        if self.sampler.is_hmc() {
+            (self.n.div_ceil(self.chains) + self.burn_in) as u64
+        } else {
+            self.n as u64
+        }
+    }
+}
+
+/// What a sampler returns: fields in measurement order and what it knows about itself.
+#[derive(Debug, Clone)]
+pub struct Drawn {
+    /// Fields, row-major `[n, N]`: Metropolis-Hastings and HMC lay them out chain after chain,
+    /// so that consecutive rows are one chain's time series.
+    pub x: Vec<f64>,
+    /// Acceptance (Metropolis-Hastings, HMC).
+    pub acceptance: Option<f64>,
+    /// Effective sample size fraction of the flow's proposals.
+    pub ess: Option<f64>,
+    /// Importance-sampling `ln Z_x` and its error.
+    pub ln_z: Option<(f64, f64)>,
+    /// Log-weights of the flow's proposals (empty for HMC).
+    pub log_w: Vec<f64>,
+}
+
+/// Progress of [`draw`]: a new stage, and units of work done.
+pub trait Progress {
+    fn stage(&self, message: String);
+    fn inc(&self, units: u64);
+}
+
+impl Progress for () {
+    fn stage(&self, _: String) {}
+    fn inc(&self, _: u64) {}
+}
+
+/// Draws `config.n` configurations of the target with the chosen sampler: flow samples (with
+/// importance weights), independent Metropolis-Hastings chains through them, or persistent HMC
+/// chains (latent or physical) after `burn_in` discarded measurements.
+pub async fn draw<B: FlowAutodiff>(
+    flow: &Flow<B>,
+    target: &Target<B>,
+    config: &DrawConfig,
+    rng: &mut StdRng,
+    progress: &impl Progress,
+) -> Drawn {
+    let n_sites = flow.mera.sites();
+    let n = config.n;
+    if !config.sampler.is_hmc() {
+        let valid = flow.valid();
+        let device = valid.mera.device();
+        let valid_target = Target::<B::InnerBackend>::new(target.relaxation.clone(), &device);
+        // Flow proposals a few batches at a time (the same stream as one call), for the progress.
+        progress.stage(format!("{n} flow samples"));
+        let mut d = Direct {
+            x: Vec::with_capacity(n * n_sites),
+            log_w: Vec::with_capacity(n),
+        };
+        while d.log_w.len() < n {
+            let k = (8 * config.batch).min(n - d.log_w.len());
+            let part = direct(&valid, &valid_target, rng, k, config.batch).await;
+            d.x.extend(part.x);
+            d.log_w.extend(part.log_w);
+            progress.inc(k as u64);
+        }
+        if config.sampler == Sampler::Direct {
+            return Drawn {
+                ess: Some(ess_fraction(&d.log_w)),
+                ln_z: Some(importance_ln_z(&d.log_w)),
+                log_w: d.log_w,
+                x: d.x,
+                acceptance: None,
+            };
+        }
+        progress.stage(format!("{} Metropolis-Hastings chains", config.mh_chains));
+        let c = metropolis_chains(d, n_sites, config.mh_chains, rng);
+        return Drawn {
+            ess: Some(ess_fraction(&c.proposal_log_w)),
+            ln_z: Some(importance_ln_z(&c.proposal_log_w)),
+            log_w: c.proposal_log_w,
+            x: c.x,
+            acceptance: Some(c.acceptance),
+        };
+    }
+    let space = if config.sampler == Sampler::HmcLatent {
+        Space::Latent
+    } else {
+        Space::Physical
+    };
+    let mut chains = Chains::<B>::new(space, config.hmc_start, flow, rng, config.chains);
+    let measurements = n.div_ceil(config.chains);
+    let (mut x, mut acc) = (
+        Vec::with_capacity(measurements * config.chains * n_sites),
+        0.0,
+    );
+    progress.stage(format!(
+        "{} HMC chains, {} burn-in and {measurements} measurements",
+        config.chains, config.burn_in
+    ));
+    for m in 0..measurements + config.burn_in {
+        progress.inc(1);
+        let (xs, a) = chains
+            .measure(flow, target, rng, HmcConfig::default())
+            .await;
+        if m >= config.burn_in {
+            x.extend(xs);
+            acc += a / measurements as f64;
+        }
+    }
+    // Chain after chain, so that consecutive rows are one chain's time series: the jackknife
+    // blocks then span whole chains and their autocorrelation.
+    let x = chain_major(&x, measurements, config.chains, n_sites);
+    Drawn {
+        x: x[..(n * n_sites).min(x.len())].to_vec(),
+        acceptance: Some(acc),
+        ess: None,
+        ln_z: None,
+        log_w: Vec::new(),
+    }
+}
+
+/// Reorders states `[measurement][chain][site]` to `[chain][measurement][site]`.
+fn chain_major(x: &[f64], measurements: usize, chains: usize, sites: usize) -> Vec<f64> {
+    let mut out = Vec::with_capacity(x.len());
+    for c in 0..chains {
+        for m in 0..measurements {
+            let at = (m * chains + c) * sites;
+            out.extend_from_slice(&x[at..at + sites]);
+        }
+    }
+    out
+}
 
 /// A batch of direct samples on the host: fields and their log-weights.
 #[derive(Debug, Clone)]
@@ -20,18 +247,7 @@ pub struct Direct {
 }
 
 /// Draws `n` samples from the flow in batches of `batch` (host copies).
-pub fn direct<B: FlowBackend>(
-    flow: &Flow<B>,
-    target: &Target<B>,
-    rng: &mut StdRng,
-    n: usize,
-    batch: usize,
-) -> Direct {
-    block_on(direct_async(flow, target, rng, n, batch))
-}
-
-/// [`direct`] for callers that cannot block (the browser).
-pub async fn direct_async<B: FlowBackend>(
+pub async fn direct<B: FlowBackend>(
     flow: &Flow<B>,
     target: &Target<B>,
     rng: &mut StdRng,
@@ -71,19 +287,19 @@ pub struct MhChain {
 /// Independent Metropolis-Hastings with the flow as proposal: a proposal `x'` replaces the
 /// state `x` with probability `min(1, w(x') / w(x))`, `w = p~ / q`. The first proposal starts
 /// the chain. Proposals are drawn `batch` at a time.
-pub fn metropolis<B: FlowBackend>(
+pub async fn metropolis<B: FlowBackend>(
     flow: &Flow<B>,
     target: &Target<B>,
     rng: &mut StdRng,
     n: usize,
     batch: usize,
 ) -> MhChain {
-    let d = direct(flow, target, rng, n, batch);
+    let d = direct(flow, target, rng, n, batch).await;
     metropolis_chain(d, flow.mera.sites(), rng)
 }
 
 /// The independent Metropolis-Hastings chain through proposals already drawn (in order): the
-/// host half of [`metropolis`], for callers that draw with [`direct_async`].
+/// host half of [`metropolis`], for callers that draw with [`direct`].
 pub fn metropolis_chain(d: Direct, sites: usize, rng: &mut StdRng) -> MhChain {
     metropolis_chains(d, sites, 1, rng)
 }
@@ -203,21 +419,7 @@ pub struct ParallelMh {
 
 /// Runs `chains` independent Metropolis-Hastings chains of `steps` proposals each (proposals
 /// drawn `batch` at a time).
-pub fn metropolis_parallel<B: FlowBackend>(
-    flow: &Flow<B>,
-    target: &Target<B>,
-    rng: &mut StdRng,
-    chains: usize,
-    steps: usize,
-    batch: usize,
-) -> ParallelMh {
-    block_on(metropolis_parallel_async(
-        flow, target, rng, chains, steps, batch,
-    ))
-}
-
-/// [`metropolis_parallel`] for callers that cannot block (the browser).
-pub async fn metropolis_parallel_async<B: FlowBackend>(
+pub async fn metropolis_parallel<B: FlowBackend>(
     flow: &Flow<B>,
     target: &Target<B>,
     rng: &mut StdRng,
@@ -226,12 +428,12 @@ pub async fn metropolis_parallel_async<B: FlowBackend>(
     batch: usize,
 ) -> ParallelMh {
     let sites = flow.mera.sites();
-    let first = direct_async(flow, target, rng, chains, batch).await;
+    let first = direct(flow, target, rng, chains, batch).await;
     let (mut x, mut log_w) = (first.x, first.log_w);
     let mut moved = vec![false; chains];
     let mut accepted = 0usize;
     for _ in 1..steps.max(1) {
-        let p = direct_async(flow, target, rng, chains, batch).await;
+        let p = direct(flow, target, rng, chains, batch).await;
         for c in 0..chains {
             let log_ratio = p.log_w[c] - log_w[c];
             if log_ratio >= 0.0 || rng.random::<f64>() < log_ratio.exp() {
@@ -286,4 +488,17 @@ pub fn npy_bytes(data: &[f64], rows: usize, cols: usize, as_spins: bool) -> Vec<
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chain_major_puts_each_chain_s_states_together() {
+        // Two measurements of three chains, one site: m0c0 m0c1 m0c2 m1c0 m1c1 m1c2.
+        let x = [0.0, 1.0, 2.0, 3.0, 4.0, 5.0];
+        assert_eq!(
+            super::chain_major(&x, 2, 3, 1),
+            [0.0, 3.0, 1.0, 4.0, 2.0, 5.0]
+        );
+    }
 }

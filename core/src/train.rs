@@ -21,75 +21,182 @@ use crate::flow::{Flow, logaddexp, normal_noise_rows};
 use crate::ising::{Relaxation, Target};
 use crate::lattice::{InputError, Lattice, check_temperature};
 use crate::mera::{MeraConfig, splitmix64};
+use crate::settings;
 use crate::stats::mean_error;
 
-/// Everything that determines a training run's result (stored in `parameters.json`).
+/// Everything that determines a training run's result (stored in `parameters.json`): each
+/// setting, its name, its documentation and its default ([`TrainConfig::default`], the paper's
+/// configuration) are declared here once. The `train` options (clap, with the `cli` feature),
+/// the sweep files' `[train]` table, the browser app's URL query and controls and
+/// `parameters.json` are all this struct's forms; a setting's name is its serde name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct TrainConfig {
     /// Lattice side `L` and dimension `d`.
     #[serde(flatten)]
+    #[cfg_attr(feature = "cli", command(flatten))]
     pub lattice: Lattice,
-    /// Temperature `T`.
+    /// Temperature (> 0); the default is T_c = 2.269185...
     #[serde(rename = "T")]
+    #[cfg_attr(feature = "cli", arg(short = 'T', id = "T", default_value_t = TrainConfig::default().t))]
     pub t: f64,
-    /// MERA levels built (`depthMERA`), `1..=log2 L`.
+    /// MERA levels to build (`depthMERA`), 1..=log2 L [default: all]; sites above stay identity.
     #[serde(rename = "depthMERA")]
-    pub depth: usize,
-    /// Copies of the [disentangler, decimator] pair per level.
+    #[cfg_attr(
+        feature = "cli",
+        arg(long = "depth-mera", id = "depthMERA", alias = "depthMERA")
+    )]
+    pub depth: Option<usize>,
+    /// Copies of the [disentangler, decimator] pair per MERA level.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().nrepeat))]
     pub nrepeat: usize,
     /// Affine coupling layers per RealNVP block.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().nlayers))]
     pub nlayers: usize,
-    /// Hidden layers per MLP.
+    /// Hidden layers of each MLP in a coupling layer.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().nmlp))]
     pub nmlp: usize,
-    /// Hidden width of the MLPs.
+    /// Width of the MLPs' hidden layers.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().nhidden))]
     pub nhidden: usize,
-    /// Z2-symmetrized flow.
+    /// Z2-symmetrized flow, q(x) = (q(x) + q(-x)) / 2 (the default; --no-symmetry trains the
+    /// plain flow with the Z2 penalty instead).
+    #[cfg_attr(feature = "cli", arg(long = "no-symmetry", id = "symmetry", action = clap::ArgAction::SetFalse))]
     pub symmetry: bool,
-    /// Weight of the Z2 penalty (unused when `symmetry`).
+    /// Weight of the Z2 penalty alpha * (<log q(x)> - <log q(-x)>) of the plain flow.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().alpha))]
     pub alpha: f64,
-    /// Samples per training step (one step per epoch).
+    /// Samples per epoch (one Adam step on a fresh batch each).
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().batch))]
     pub batch: usize,
     /// Adam learning rate.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().lr))]
     pub lr: f64,
-    /// Coupled L2 weight decay.
+    /// Coupled L2 weight decay of Adam.
+    #[cfg_attr(feature = "cli", arg(long = "weight-decay", id = "weight_decay", alias = "weightDecay", default_value_t = TrainConfig::default().weight_decay))]
     pub weight_decay: f64,
-    /// Per-tensor gradient-norm clipping threshold, if any.
+    /// Clip each parameter tensor's gradient to this L2 norm [default: off].
+    #[cfg_attr(feature = "cli", arg(long))]
     pub clip: Option<f64>,
     /// How the learning rate changes over the epochs (runs written before it existed trained
     /// with the paper's constant rate).
     #[serde(default)]
+    #[cfg_attr(feature = "cli", command(flatten))]
     pub schedule: Schedule,
     /// Seed of the weights, masks and sample streams.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().seed))]
     pub seed: u64,
 }
 
+impl Default for TrainConfig {
+    /// The paper's configuration (`nlayers 10, nmlp 3, nhidden 10, nrepeat 1`, full depth,
+    /// symmetrized, batch 512, Adam lr 1e-3 with weight decay 1e-3, constant rate) on the default
+    /// lattice (8x8) at `T_c`, seed 1.
+    fn default() -> Self {
+        Self {
+            lattice: Lattice::default(),
+            t: crate::lattice::T_C,
+            depth: None,
+            nrepeat: 1,
+            nlayers: 10,
+            nmlp: 3,
+            nhidden: 10,
+            symmetry: true,
+            alpha: 1.0,
+            batch: 512,
+            lr: 1e-3,
+            weight_decay: 1e-3,
+            clip: None,
+            schedule: Schedule::default(),
+            seed: 1,
+        }
+    }
+}
+
 /// The learning rate over the epochs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "lowercase")]
-pub enum Schedule {
-    /// The paper's recipe: `lr` at every epoch.
-    #[default]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct Schedule {
+    /// Learning-rate schedule: constant (the paper's) or cosine (a linear warm-up over --warmup
+    /// epochs, then a cosine decay to 0 at the run's last epoch, so that the noise of the last
+    /// steps dies out and the flow settles at the bottom of the loss it reached).
+    #[cfg_attr(feature = "cli", arg(long = "schedule", id = "schedule", value_enum, default_value_t = Schedule::default().kind))]
+    pub kind: ScheduleKind,
+    /// Warm-up epochs of the cosine schedule.
+    #[serde(default = "default_warmup")]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = Schedule::default().warmup))]
+    pub warmup: usize,
+    /// The epoch at which the cosine reaches 0: set to the run's last epoch when a run starts
+    /// ([`TrainConfig::for_run`]); without it the rate stays at `lr` after the warm-up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "cli", arg(skip))]
+    pub epochs: Option<usize>,
+}
+
+/// The kinds of [`Schedule`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum ScheduleKind {
+    /// `lr` at every epoch (the paper's recipe).
     Constant,
-    /// A linear warm-up over the first `warmup` epochs, then a cosine decay from `lr` to 0 at
-    /// epoch `epochs` (and 0 after it): the noise of the last epochs' steps dies out, so the flow
-    /// settles at the bottom of the loss it reached instead of rattling around it.
-    Cosine { epochs: usize, warmup: usize },
+    /// Linear warm-up, then a cosine decay to 0.
+    Cosine,
+}
+
+impl std::fmt::Display for ScheduleKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Constant => "constant",
+            Self::Cosine => "cosine",
+        })
+    }
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self {
+            kind: ScheduleKind::Constant,
+            warmup: 100,
+            epochs: None,
+        }
+    }
+}
+
+fn default_warmup() -> usize {
+    Schedule::default().warmup
 }
 
 impl Schedule {
+    /// The paper's constant rate.
+    pub fn constant() -> Self {
+        Self::default()
+    }
+
+    /// A linear warm-up over the first `warmup` epochs, then a cosine decay to 0 at `epochs`.
+    pub fn cosine(epochs: usize, warmup: usize) -> Self {
+        Self {
+            kind: ScheduleKind::Cosine,
+            warmup,
+            epochs: Some(epochs),
+        }
+    }
+
     /// The learning rate of epoch `epoch` (1-based) for the base rate `lr`.
     pub fn lr(&self, lr: f64, epoch: usize) -> f64 {
-        match *self {
-            Self::Constant => lr,
-            Self::Cosine { epochs, warmup } => {
-                if epoch <= warmup {
-                    lr * epoch as f64 / warmup.max(1) as f64
-                } else if epoch >= epochs {
-                    0.0
-                } else {
-                    let progress = (epoch - warmup) as f64 / (epochs - warmup).max(1) as f64;
-                    0.5 * lr * (1.0 + (std::f64::consts::PI * progress).cos())
-                }
+        if self.kind == ScheduleKind::Constant {
+            return lr;
+        }
+        let warmup = self.warmup;
+        if epoch <= warmup {
+            return lr * epoch as f64 / warmup.max(1) as f64;
+        }
+        match self.epochs {
+            None => lr,
+            Some(epochs) if epoch >= epochs => 0.0,
+            Some(epochs) => {
+                let progress = (epoch - warmup) as f64 / (epochs - warmup).max(1) as f64;
+                0.5 * lr * (1.0 + (std::f64::consts::PI * progress).cos())
             }
         }
     }
@@ -100,6 +207,8 @@ impl Schedule {
 pub enum ConfigError {
     #[error(transparent)]
     Input(#[from] InputError),
+    #[error("{0}")]
+    Setting(String),
     #[error("{name} = {value} is not allowed: {allowed}")]
     Value {
         name: &'static str,
@@ -163,29 +272,31 @@ impl TrainConfig {
             .collect()
     }
 
-    /// The paper's configuration (`nlayers 10, nmlp 3, nhidden 10, nrepeat 1`, symmetrized,
-    /// batch 512, Adam lr 1e-3 with weight decay 1e-3) at side `l`, dimension `d`, temperature `t`.
+    /// The paper's configuration ([`TrainConfig::default`]) at side `l`, dimension `d`,
+    /// temperature `t`.
     pub fn paper(l: usize, d: usize, t: f64) -> Result<Self, ConfigError> {
-        let lattice = Lattice::new(l, d)?;
         let config = Self {
-            lattice,
+            lattice: Lattice::new(l, d)?,
             t,
-            depth: lattice.depth(),
-            nrepeat: 1,
-            nlayers: 10,
-            nmlp: 3,
-            nhidden: 10,
-            symmetry: true,
-            alpha: 1.0,
-            batch: 512,
-            lr: 1e-3,
-            weight_decay: 1e-3,
-            clip: None,
-            schedule: Schedule::Constant,
-            seed: 1,
+            ..Self::default()
         };
         config.validate()?;
         Ok(config)
+    }
+
+    /// MERA levels built: `depthMERA`, or all `log2 L` levels.
+    pub fn depth(&self) -> usize {
+        self.depth.unwrap_or(self.lattice.depth())
+    }
+
+    /// The configuration as a run of `epochs` epochs stores it: the MERA depth written out, and
+    /// a cosine schedule that names no end ending at the run's last epoch.
+    pub fn for_run(mut self, epochs: usize) -> Self {
+        self.depth = Some(self.depth());
+        if self.schedule.kind == ScheduleKind::Cosine {
+            self.schedule.epochs.get_or_insert(epochs);
+        }
+        self
     }
 
     /// Checks every value; the message names the value and what is allowed.
@@ -193,10 +304,10 @@ impl TrainConfig {
         let lat = Lattice::new(self.lattice.side(), self.lattice.dim())?;
         check_temperature(self.t)?;
         let max_depth = lat.depth();
-        if self.depth < 1 || self.depth > max_depth {
+        if let Some(depth) = self.depth.filter(|d| !(1..=max_depth).contains(d)) {
             return Err(bad(
                 "depthMERA",
-                self.depth,
+                depth,
                 format!("an integer from 1 to log2 L = {max_depth}"),
             ));
         }
@@ -227,105 +338,99 @@ impl TrainConfig {
         if let Some(c) = self.clip.filter(|c| !(c.is_finite() && *c > 0.0)) {
             return Err(bad("clip", c, "a finite number > 0"));
         }
-        if let Schedule::Cosine { epochs, warmup } = self.schedule
-            && (epochs == 0 || warmup >= epochs)
+        if let Some(epochs) = self.schedule.epochs
+            && self.schedule.kind == ScheduleKind::Cosine
+            && (epochs == 0 || self.schedule.warmup >= epochs)
         {
             return Err(bad(
                 "schedule",
-                format!("cosine over {epochs} epochs with {warmup} warm-up epochs"),
+                format!(
+                    "cosine over {epochs} epochs with {} warm-up epochs",
+                    self.schedule.warmup
+                ),
                 "at least one epoch after the warm-up",
             ));
         }
         Ok(())
     }
 
-    /// The configuration as a URL query (`L=8&d=2&T=2.269185&depthMERA=3&...`), with the
-    /// command line's names; the browser app keeps its whole setup in the address this way.
-    /// Floats are written in their shortest exact form, so [`TrainConfig::from_query`] gives back
-    /// exactly this configuration.
+    /// The configuration as a URL query (`L=8&d=2&T=2.269185314213022&nrepeat=1&...`): every
+    /// setting by its name, a group's as `schedule.kind=cosine`, unset optional ones left out,
+    /// floats in their shortest exact form (so [`TrainConfig::from_query`] gives back exactly
+    /// this configuration). The browser app keeps its whole setup in the address this way.
     pub fn to_query(&self) -> String {
-        let mut q = format!(
-            "L={}&d={}&T={}&depthMERA={}&nrepeat={}&nlayers={}&nmlp={}&nhidden={}&batch={}&lr={}&symmetry={}&alpha={}&weightDecay={}&seed={}",
+        settings::to_query(&self.as_value())
+    }
+
+    /// Reads [`TrainConfig::to_query`]'s form (a leading `?` is allowed): the given settings over
+    /// [`TrainConfig::default`] (so a missing `depthMERA` is the full depth of the given `L`);
+    /// keys that are no setting are ignored (see [`TrainConfig::unknown_in_query`]); a bad value
+    /// is an error naming it.
+    pub fn from_query(query: &str) -> Result<Self, ConfigError> {
+        Self::default().overlaid(settings::query_object(query))
+    }
+
+    /// The keys of a query that are no setting of [`TrainConfig::from_query`].
+    pub fn unknown_in_query(query: &str) -> Vec<String> {
+        settings::unknown_keys(&settings::query_object(query), &Self::default().as_value())
+    }
+
+    /// This configuration with the settings of `given` (an object of settings by name, such as
+    /// a query's or a settings file's table) laid over it, validated; a value of the wrong kind
+    /// or out of range is an error naming it. Names that are no setting are not looked at (see
+    /// [`settings::unknown_keys`]).
+    pub fn overlaid(&self, given: serde_json::Value) -> Result<Self, ConfigError> {
+        let mut value = self.as_value();
+        if let Some(message) = settings::mistyped(&given, &value) {
+            return Err(ConfigError::Setting(message));
+        }
+        let base = value.clone();
+        settings::overlay(&mut value, given.clone());
+        let config: Self = serde_json::from_value(value).map_err(|e| {
+            // The setting that cannot be read, tried one by one (the lattice names its value).
+            let culprit = settings::leaves(&given).into_iter().find_map(|(k, v)| {
+                let mut one = base.clone();
+                settings::overlay(&mut one, settings::at_path(&k, v.clone()));
+                let e = serde_json::from_value::<Self>(one).err()?.to_string();
+                Some(if e.contains(" is not allowed") {
+                    e
+                } else {
+                    format!("{k} = {} is not allowed: {e}", settings::shown(&v))
+                })
+            });
+            ConfigError::Setting(culprit.unwrap_or_else(|| e.to_string()))
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// The serde form (an object of settings by name).
+    pub fn as_value(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("configuration serializes")
+    }
+
+    /// The run's name from its settings (`L16_d2_T2.2692_depth4_nl10_nm3_nh10_nr1_sym`), the
+    /// folder name under `runs/` when none is given.
+    pub fn run_name(&self) -> String {
+        format!(
+            "L{}_d{}_T{:.4}_depth{}_nl{}_nm{}_nh{}_nr{}{}",
             self.lattice.side(),
             self.lattice.dim(),
             self.t,
-            self.depth,
-            self.nrepeat,
+            self.depth(),
             self.nlayers,
             self.nmlp,
             self.nhidden,
-            self.batch,
-            self.lr,
-            self.symmetry,
-            self.alpha,
-            self.weight_decay,
-            self.seed
-        );
-        if let Some(c) = self.clip {
-            q.push_str(&format!("&clip={c}"));
-        }
-        if let Schedule::Cosine { epochs, warmup } = self.schedule {
-            q.push_str(&format!("&schedule=cosine:{epochs}:{warmup}"));
-        }
-        q
-    }
-
-    /// Reads [`TrainConfig::to_query`]'s form (a leading `?` is allowed). Missing keys take the
-    /// paper's values for the given `L`, `d` (defaults 8, 2) and `T` (default `T_c`), with the
-    /// full MERA depth; unknown keys are ignored; a bad value is an error naming it.
-    pub fn from_query(query: &str) -> Result<Self, ConfigError> {
-        let pairs: Vec<(&str, &str)> = query
-            .trim_start_matches('?')
-            .split('&')
-            .filter_map(|kv| kv.split_once('='))
-            .collect();
-        let get = |k: &str| pairs.iter().rev().find(|(key, _)| *key == k).map(|p| p.1);
-        fn num<T: std::str::FromStr>(
-            name: &'static str,
-            v: Option<&str>,
-            allowed: &str,
-        ) -> Result<Option<T>, ConfigError> {
-            v.map(|v| v.parse::<T>().map_err(|_| bad(name, v, allowed)))
-                .transpose()
-        }
-        let l = num("L", get("L"), "a power of two >= 4")?.unwrap_or(8);
-        let d = num("d", get("d"), "1 or 2")?.unwrap_or(2);
-        let t = num("T", get("T"), "a number > 0")?.unwrap_or(crate::lattice::T_C);
-        let mut c = Self::paper(l, d, t)?;
-        let int = "an integer >= 1";
-        c.depth = num("depthMERA", get("depthMERA"), int)?.unwrap_or(c.depth);
-        c.nrepeat = num("nrepeat", get("nrepeat"), int)?.unwrap_or(c.nrepeat);
-        c.nlayers = num("nlayers", get("nlayers"), int)?.unwrap_or(c.nlayers);
-        c.nmlp = num("nmlp", get("nmlp"), int)?.unwrap_or(c.nmlp);
-        c.nhidden = num("nhidden", get("nhidden"), int)?.unwrap_or(c.nhidden);
-        c.batch = num("batch", get("batch"), int)?.unwrap_or(c.batch);
-        c.lr = num("lr", get("lr"), "a number > 0")?.unwrap_or(c.lr);
-        c.symmetry = num("symmetry", get("symmetry"), "true or false")?.unwrap_or(c.symmetry);
-        c.alpha = num("alpha", get("alpha"), "a number >= 0")?.unwrap_or(c.alpha);
-        c.weight_decay =
-            num("weightDecay", get("weightDecay"), "a number >= 0")?.unwrap_or(c.weight_decay);
-        c.clip = num("clip", get("clip"), "a number > 0")?.or(c.clip);
-        c.seed = num("seed", get("seed"), "an integer >= 0")?.unwrap_or(c.seed);
-        if let Some(v) = get("schedule") {
-            let allowed = "constant or cosine:EPOCHS:WARMUP";
-            c.schedule = match v.split(':').collect::<Vec<_>>()[..] {
-                ["constant"] => Schedule::Constant,
-                ["cosine", e, w] => Schedule::Cosine {
-                    epochs: e.parse().map_err(|_| bad("schedule", v, allowed))?,
-                    warmup: w.parse().map_err(|_| bad("schedule", v, allowed))?,
-                },
-                _ => return Err(bad("schedule", v, allowed)),
-            };
-        }
-        c.validate()?;
-        Ok(c)
+            self.nrepeat,
+            if self.symmetry { "_sym" } else { "" }
+        )
     }
 
     /// The network architecture.
     pub fn mera(&self) -> MeraConfig {
         MeraConfig {
             lattice: self.lattice,
-            depth: self.depth,
+            depth: self.depth(),
             nrepeat: self.nrepeat,
             nlayers: self.nlayers,
             nmlp: self.nmlp,
@@ -366,8 +471,9 @@ impl TrainConfig {
     }
 }
 
-/// Statistics of one training step.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+/// Statistics of one training step: a row of a run folder's `records/train.csv` (see
+/// [`crate::records`]).
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
 pub struct EpochStats {
     /// Epochs completed, this one included (1-based).
     pub epoch: usize,
@@ -384,6 +490,9 @@ pub struct EpochStats {
     pub f_stderr: f64,
     /// `(F + ln Z_x) / ln Z_x`.
     pub relative_error: f64,
+    /// Wall-clock seconds of the epoch, as its caller timed it (the trainer leaves 0: it cannot
+    /// read a clock in a browser).
+    pub seconds: f64,
 }
 
 /// Training stopped because the loss or a per-sample free energy was NaN or infinite.
@@ -524,15 +633,9 @@ impl<B: FlowAutodiff> Trainer<B> {
         self.flow().valid()
     }
 
-    /// One epoch: one Adam step on a fresh batch. On a non-finite loss nothing is changed and
-    /// [`Diverged`] is returned.
-    pub fn step(&mut self) -> Result<EpochStats, Diverged> {
-        crate::host::block_on(self.step_async())
-    }
-
-    /// [`Trainer::step`] for callers that cannot block (the browser): the one readback of the
-    /// step is awaited.
-    pub async fn step_async(&mut self) -> Result<EpochStats, Diverged> {
+    /// One epoch: one Adam step on a fresh batch (its one readback awaited). On a non-finite
+    /// loss nothing is changed and [`Diverged`] is returned.
+    pub async fn step(&mut self) -> Result<EpochStats, Diverged> {
         let epoch = self.epoch + 1;
         let flow = self.flow.take().expect("flow present between steps");
         let device = flow.mera.device();
@@ -595,6 +698,7 @@ impl<B: FlowAutodiff> Trainer<B> {
             f_std: me.std,
             f_stderr: me.stderr,
             relative_error: self.target.relaxation.relative_error(me.mean),
+            seconds: 0.0,
         })
     }
 

@@ -2,6 +2,7 @@
 //! on Gaussians with known answers, latent against physical mutual information after training,
 //! and the `analyze` command end to end.
 
+use neuralrg::host::block_on;
 use std::process::Command;
 
 mod common;
@@ -46,7 +47,7 @@ fn jacobian_columns_match_central_differences() {
         let mut rng = StdRng::seed_from_u64(2);
         let z: Vec<f64> = (0..n).map(|_| StandardNormal.sample(&mut rng)).collect();
         let sites: Vec<usize> = vec![0, n / 2 + 1, n - 1];
-        let fields = receptive_fields(&flow, lattice, &z, &sites);
+        let fields = block_on(receptive_fields(&flow, lattice, &z, &sites));
         let eps = 1e-6;
         for f in &fields {
             let mut rows = z.clone();
@@ -124,13 +125,19 @@ fn the_trained_flow_removes_most_mutual_information() {
     config.batch = 256;
     let mut trainer = Trainer::<Autodiff<Flex>>::new(config.clone(), &Default::default()).unwrap();
     for _ in 0..60 {
-        trainer.step().unwrap();
+        block_on(trainer.step()).unwrap();
     }
     let flow = trainer.flow_valid();
     let target = Target::<Flex>::new(config.relaxation(), &Default::default());
     let n = config.lattice.sites();
-    let chain =
-        sample::metropolis_parallel(&flow, &target, &mut StdRng::seed_from_u64(5), 3000, 10, 500);
+    let chain = block_on(sample::metropolis_parallel(
+        &flow,
+        &target,
+        &mut StdRng::seed_from_u64(5),
+        3000,
+        10,
+        500,
+    ));
     let x = Tensor::<Flex, 2>::from_data(
         TensorData::new(chain.x.clone(), [3000, n]),
         &Default::default(),

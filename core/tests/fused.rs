@@ -7,6 +7,7 @@
 //! Tolerances: f32 relative 1e-4 on outputs and log-determinants, 1e-3 on gradients; f64 1e-10.
 //! Relative differences are `|a - b| / max(|a|, |b|, 1)`, the largest over all entries.
 
+use neuralrg::host::block_on;
 use std::sync::Arc;
 
 use burn::backend::{Autodiff, Flex};
@@ -159,7 +160,7 @@ fn block_layers_match_the_reference_f64() {
 /// the input and every block's parameters, fused against reference (`neuralrg::agreement`).
 #[test]
 fn whole_flows_match_the_reference_with_gradients() {
-    let k = agreement::kernels::<Ad>(&Default::default());
+    let k = block_on(agreement::kernels::<Ad>(&Default::default()));
     eprintln!("{k:?}");
     assert!(k.holds_f32(), "{k:?}");
 }
@@ -167,7 +168,7 @@ fn whole_flows_match_the_reference_with_gradients() {
 #[test]
 fn whole_flows_match_the_reference_with_gradients_f64() {
     if common::f64_process("whole_flows_match_the_reference_with_gradients_f64") {
-        let k = agreement::kernels::<Ad>(&Default::default());
+        let k = block_on(agreement::kernels::<Ad>(&Default::default()));
         eprintln!("{k:?}");
         assert!(k.outputs < 1e-10 && k.gradients < 1e-10, "{k:?}");
     }
@@ -181,8 +182,8 @@ fn twenty_training_steps_match_the_reference() {
     let mut reference = Trainer::<Ad>::new(config, &Default::default()).unwrap();
     reference.set_kernel(Kernel::Reference);
     for epoch in 1..=20 {
-        let a = fused.step().unwrap();
-        let b = reference.step().unwrap();
+        let a = block_on(fused.step()).unwrap();
+        let b = block_on(reference.step()).unwrap();
         let diff = ((a.loss - b.loss) / b.loss).abs();
         // Twenty Adam steps from the same start: rounding differences stay far below 1e-3.
         assert!(

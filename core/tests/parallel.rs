@@ -13,11 +13,10 @@ fn folder(p: &Path) -> &str {
 
 /// The F column of `records/train.csv`.
 fn free_energies(dir: &Path) -> Vec<f64> {
-    std::fs::read_to_string(dir.join("records/train.csv"))
+    neuralrg::records::read::<neuralrg::train::EpochStats>(dir)
         .unwrap()
-        .lines()
-        .skip(1)
-        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
+        .iter()
+        .map(|r| r.f)
         .collect()
 }
 

@@ -4,6 +4,7 @@
 
 use burn::backend::{Autodiff, Flex};
 use neuralrg::hmc::{Chains, HmcConfig, Space, Start};
+use neuralrg::host::block_on;
 use neuralrg::sample;
 use neuralrg::stats::{mean_error, mean_error_correlated};
 use neuralrg::train::{TrainConfig, Trainer};
@@ -52,7 +53,7 @@ fn trained() -> (TrainConfig, Trainer<B>) {
     (config.nlayers, config.nhidden, config.batch) = (4, 8, 256);
     let mut trainer = Trainer::<B>::new(config.clone(), &Default::default()).unwrap();
     for _ in 0..300 {
-        trainer.step().unwrap();
+        block_on(trainer.step()).unwrap();
     }
     (config, trainer)
 }
@@ -96,13 +97,13 @@ fn metropolis_and_hmc_recover_exact_moments() {
     let valid = trainer.flow_valid();
     let valid_target =
         neuralrg::ising::Target::<Flex>::new(config.relaxation(), &Default::default());
-    let chain = sample::metropolis(
+    let chain = block_on(sample::metropolis(
         &valid,
         &valid_target,
         &mut StdRng::seed_from_u64(1),
         20_000,
         1000,
-    );
+    ));
     println!("MH acceptance {:.3}", chain.acceptance);
     assert!(chain.acceptance > 0.2, "acceptance {}", chain.acceptance);
     let f = features(&chain.x);
@@ -143,7 +144,7 @@ fn metropolis_and_hmc_recover_exact_moments() {
         let (mut sums, mut acc) = (vec![(0.0, 0.0, 0.0); 128], 0.0);
         let (burn, measurements) = (10, 12);
         for t in 0..burn + measurements {
-            let (x, a) = chains.measure(flow, &target, &mut rng, HmcConfig::default());
+            let (x, a) = block_on(chains.measure(flow, &target, &mut rng, HmcConfig::default()));
             if t >= burn {
                 acc += a / measurements as f64;
                 for (s, v) in sums.iter_mut().zip(features(&x)) {
@@ -207,7 +208,7 @@ fn a_rejected_overflowing_proposal_leaves_its_chain_untouched() {
             leapfrog: 3,
             trajectories: 1,
         };
-        let accepted = chains.trajectory(flow, &target, &mut rng, wild);
+        let accepted = block_on(chains.trajectory(flow, &target, &mut rng, wild));
         assert_eq!(
             accepted, 0.0,
             "{space:?}: an overflowing proposal was accepted"

@@ -91,12 +91,26 @@ fn bad_settings_are_refused() {
             "not a valid sweep settings file",
         ),
         ("this is not toml", "not a valid sweep settings file"),
+        // The [train] table is the training settings by name: an unknown one, a value of the
+        // wrong kind, a grid axis, and the warm-up of the old (flat) schedule form are named.
         (
             "folder = \"x\"\nL = 4\ntemperatures = [2.0]\nepochs = 1\n[train]\nwarmup = 5\n",
-            "warmup is set without schedule",
+            "[train] has no setting warmup",
         ),
         (
-            "folder = \"x\"\nL = 4\ntemperatures = [2.0]\nepochs = 10\n[train]\nschedule = \"cosine\"\nwarmup = 10\n",
+            "folder = \"x\"\nL = 4\ntemperatures = [2.0]\nepochs = 1\n[train]\nlr = \"fast\"\n",
+            "lr = fast is not allowed: a number",
+        ),
+        (
+            "folder = \"x\"\nL = 4\ntemperatures = [2.0]\nepochs = 1\n[train]\nT = 2.5\n",
+            "[train] sets T",
+        ),
+        (
+            "folder = \"x\"\nL = 4\ntemperatures = [2.0]\nepochs = 1\n[train]\nnhidden = 0\n",
+            "nhidden = 0",
+        ),
+        (
+            "folder = \"x\"\nL = 4\ntemperatures = [2.0]\nepochs = 10\n[train]\nschedule = { kind = \"cosine\", warmup = 10 }\n",
             "at least one epoch after the warm-up",
         ),
     ] {

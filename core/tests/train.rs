@@ -1,6 +1,7 @@
 //! Training reaches the exact bound: L = 4, T_c, the paper's configuration, symmetrized.
 
 use burn::backend::{Autodiff, Flex};
+use neuralrg::host::block_on;
 use neuralrg::lattice::T_C;
 use neuralrg::train::{Schedule, TrainConfig, Trainer};
 
@@ -12,7 +13,7 @@ fn paper_configuration_at_l4_reaches_the_bound() {
     let epochs = 300;
     let mut history = Vec::new();
     for _ in 0..epochs {
-        history.push(trainer.step().expect("finite loss"));
+        history.push(block_on(trainer.step()).expect("finite loss"));
     }
     let last = &history[epochs - 20..];
     let f = last.iter().map(|s| s.f).sum::<f64>() / 20.0;
@@ -53,7 +54,7 @@ fn a_huge_learning_rate_is_caught_by_the_nan_guard() {
     config.batch = 64;
     let mut trainer = Trainer::<Autodiff<Flex>>::new(config, &Default::default()).unwrap();
     let err = (0..200)
-        .find_map(|_| trainer.step().err())
+        .find_map(|_| block_on(trainer.step()).err())
         .expect("training with lr 1e6 diverges");
     assert_eq!(
         trainer.epoch + 1,
@@ -68,7 +69,7 @@ fn a_huge_learning_rate_is_caught_by_the_nan_guard() {
 #[test]
 fn the_url_query_round_trips_the_configuration() {
     let mut c = TrainConfig::paper(16, 1, 1.7).unwrap();
-    c.depth = 2;
+    c.depth = Some(2);
     c.nrepeat = 2;
     c.nlayers = 4;
     c.nmlp = 2;
@@ -79,10 +80,7 @@ fn the_url_query_round_trips_the_configuration() {
     c.alpha = 0.5;
     c.weight_decay = 0.0;
     c.clip = Some(2.5);
-    c.schedule = Schedule::Cosine {
-        epochs: 300,
-        warmup: 20,
-    };
+    c.schedule = Schedule::cosine(300, 20);
     c.seed = 12345678901;
     let q = c.to_query();
     assert_eq!(TrainConfig::from_query(&q).unwrap(), c, "{q}");
@@ -92,7 +90,11 @@ fn the_url_query_round_trips_the_configuration() {
     assert_eq!(defaults, TrainConfig::paper(8, 2, T_C).unwrap());
     let partial = TrainConfig::from_query("L=4&T=2.5&nhidden=5&unknown=1").unwrap();
     assert_eq!((partial.lattice.side(), partial.t), (4, 2.5));
-    assert_eq!((partial.nhidden, partial.depth), (5, 2));
+    assert_eq!((partial.nhidden, partial.depth()), (5, 2));
+    assert_eq!(
+        TrainConfig::unknown_in_query("L=4&unknown=1&schedule.end=3"),
+        ["schedule.end", "unknown"]
+    );
 
     for (q, named) in [
         ("L=6", "6"),
@@ -100,8 +102,16 @@ fn the_url_query_round_trips_the_configuration() {
         ("lr=fast", "lr"),
         ("L=4&depthMERA=3", "depthMERA"),
         ("symmetry=yes", "symmetry"),
-        ("schedule=cosine:10", "schedule"),
-        ("schedule=cosine:10:10", "schedule"),
+        ("clip=big", "clip = big"),
+        (
+            "schedule=cosine",
+            "schedule = cosine is not allowed: a group of settings",
+        ),
+        (
+            "schedule.kind=cosine&schedule.epochs=10&schedule.warmup=10",
+            "schedule",
+        ),
+        ("schedule.kind=linear", "schedule"),
     ] {
         let e = TrainConfig::from_query(q).unwrap_err().to_string();
         assert!(e.contains(named), "{q}: {e}");
@@ -112,12 +122,9 @@ fn the_url_query_round_trips_the_configuration() {
 /// passes half of it at the middle of the decay and ends at 0; the paper's schedule is constant.
 #[test]
 fn the_learning_rate_schedules() {
-    assert_eq!(Schedule::Constant.lr(1e-3, 1), 1e-3);
-    assert_eq!(Schedule::Constant.lr(1e-3, 5000), 1e-3);
-    let cosine = Schedule::Cosine {
-        epochs: 110,
-        warmup: 10,
-    };
+    assert_eq!(Schedule::constant().lr(1e-3, 1), 1e-3);
+    assert_eq!(Schedule::constant().lr(1e-3, 5000), 1e-3);
+    let cosine = Schedule::cosine(110, 10);
     let close = |a: f64, b: f64| (a - b).abs() < 1e-15;
     assert!(close(cosine.lr(1e-3, 1), 1e-4));
     assert!(close(cosine.lr(1e-3, 5), 5e-4));

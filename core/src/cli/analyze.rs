@@ -4,11 +4,12 @@
 //! Writes `pic/receptive_fields.{png,svg}`, `pic/mutual_information.{png,svg}` and the numbers
 //! behind them as CSV in `records/` (or in `--out`).
 
+use crate::host::block_on;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use crate::analysis::{self, ReceptiveField};
+use crate::analysis::{self, LookConfig, ReceptiveField};
 use crate::cli;
 use crate::device::{BackendJob, DeviceKind, dispatch};
 use crate::fused::FlowAutodiff;
@@ -17,7 +18,6 @@ use crate::plot::{self, MiFigure, ReceptiveFigure};
 use crate::resources;
 use crate::run::{self, RunError, write_atomic};
 use crate::sample;
-use burn::tensor::{Tensor, TensorData};
 use clap::Parser;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -38,16 +38,9 @@ struct Cli {
     /// Default: centre, edge and corner sites of every RG level.
     #[arg(long = "site", value_name = "ROW,COL")]
     sites: Vec<String>,
-    /// Samples of x for the mutual information: the final states of this many independent
-    /// Metropolis-Hastings chains (flow proposals), so no sample repeats.
-    #[arg(long, default_value_t = 4000)]
-    samples: usize,
-    /// Proposals per Metropolis-Hastings chain.
-    #[arg(long = "mh-steps", default_value_t = 10)]
-    mh_steps: usize,
-    /// Latent samples the receptive fields are averaged over (1: at one sample).
-    #[arg(long = "jacobian-samples", default_value_t = 32)]
-    jacobian_samples: usize,
+    // How much sampling, declared with its defaults in `LookConfig`.
+    #[command(flatten)]
+    look: LookConfig,
     /// Also estimate mutual information with the Kraskov (KSG) k-nearest-neighbour estimator.
     #[arg(long)]
     ksg: bool,
@@ -105,19 +98,13 @@ fn parse_site(text: &str, lattice: Lattice) -> Result<usize, RunError> {
 }
 
 fn run_cli(args: Cli) -> Result<(), RunError> {
-    for (name, value, min) in [
-        ("samples", args.samples, 2),
-        ("jacobian-samples", args.jacobian_samples, 1),
-        ("mh-steps", args.mh_steps, 1),
-        ("k", args.k, 1),
-    ] {
-        if value < min {
-            return Err(RunError::Input(format!(
-                "{name} = {value} is not allowed: an integer >= {min}"
-            )));
-        }
+    args.look.validate().map_err(RunError::Input)?;
+    if args.k == 0 {
+        return Err(RunError::Input(
+            "k = 0 is not allowed: an integer >= 1".into(),
+        ));
     }
-    if args.ksg && args.ksg_samples.min(args.samples) <= args.k {
+    if args.ksg && args.ksg_samples.min(args.look.samples) <= args.k {
         return Err(RunError::Input(format!(
             "ksg-samples = {} is not allowed: more than k = {} samples are needed",
             args.ksg_samples, args.k
@@ -127,13 +114,13 @@ fn run_cli(args: Cli) -> Result<(), RunError> {
     let need = resources::analysis_bytes(
         &params.config,
         if params.options.double { 8 } else { 4 },
-        args.samples,
-        args.jacobian_samples,
+        args.look.samples,
+        args.look.jacobian_samples,
     );
     resources::check_here(
         &format!(
             "analyzing {} samples of {} sites",
-            args.samples,
+            args.look.samples,
             params.config.lattice.sites()
         ),
         need,
@@ -199,10 +186,10 @@ fn go<B: FlowAutodiff>(
     let progress = cli::Progress::new("analyze", stages);
     progress.stage(format!(
         "receptive fields at {} latent samples",
-        args.jacobian_samples
+        args.look.jacobian_samples
     ));
     // Receptive fields at latent samples from the prior.
-    let z: Vec<f64> = (0..args.jacobian_samples * n)
+    let z: Vec<f64> = (0..args.look.jacobian_samples * n)
         .map(|_| StandardNormal.sample(&mut rng))
         .collect();
     let labelled: Vec<(String, usize)> = if chosen.is_empty() {
@@ -214,7 +201,12 @@ fn go<B: FlowAutodiff>(
         chosen.iter().map(|&k| ("chosen".to_string(), k)).collect()
     };
     let sites: Vec<usize> = labelled.iter().map(|(_, k)| *k).collect();
-    let fields = analysis::receptive_fields(trainer.flow(), lattice, &z, &sites);
+    let fields = block_on(analysis::receptive_fields(
+        trainer.flow(),
+        lattice,
+        &z,
+        &sites,
+    ));
     let fields: Vec<(String, ReceptiveField)> =
         labelled.into_iter().map(|(l, _)| l).zip(fields).collect();
     let mut csv = String::from("latent_row,latent_col,level,label,row,col,dx_dz\n");
@@ -245,29 +237,24 @@ fn go<B: FlowAutodiff>(
     progress.inc(1);
     progress.stage(format!(
         "{} Metropolis-Hastings chains of {} proposals",
-        args.samples, args.mh_steps
+        args.look.samples, args.look.mh_steps
     ));
     // Exact samples of the target by independent Metropolis-Hastings, and their latents.
     let flow = trainer.flow_valid();
     let target = crate::ising::Target::<B::InnerBackend>::new(params.config.relaxation(), &device);
-    let chain =
-        sample::metropolis_parallel(&flow, &target, &mut rng, args.samples, args.mh_steps, 512);
-    let zs = analysis::latents(&flow, &chain.x);
-    let mut layer_out = Vec::new();
-    if let Some(layer) = args.layer {
-        for rows in chain.x.chunks(512 * n) {
-            let xt = Tensor::<B::InnerBackend, 2>::from_data(
-                TensorData::new(rows.to_vec(), [rows.len() / n, n]),
-                &device,
-            );
-            layer_out.extend(
-                flow.mera
-                    .infer_partial(flow.orient(xt), layer)
-                    .into_data()
-                    .iter::<f64>(),
-            );
-        }
-    }
+    let chain = block_on(sample::metropolis_parallel(
+        &flow,
+        &target,
+        &mut rng,
+        args.look.samples,
+        args.look.mh_steps,
+        512,
+    ));
+    let zs = block_on(analysis::latents(&flow, &chain.x));
+    let layer_out = match args.layer {
+        Some(layer) => block_on(analysis::layer_outputs(&flow, &chain.x, layer)),
+        None => Vec::new(),
+    };
     progress.inc(1);
     progress.stage("mutual information (Gaussian)");
     let mi_z = analysis::mi_gaussian(&zs, n);
@@ -305,7 +292,7 @@ fn go<B: FlowAutodiff>(
             "mutual information (KSG, {} samples)",
             args.ksg_samples
         ));
-        let s = args.ksg_samples.min(args.samples) * n;
+        let s = args.ksg_samples.min(args.look.samples) * n;
         for (stem, name, data) in [
             ("mi_z_ksg", "latent z", &zs),
             ("mi_x_ksg", "physical x", &chain.x),
@@ -345,7 +332,7 @@ fn go<B: FlowAutodiff>(
 
     println!(
         "Metropolis-Hastings  {} chains x {} proposals, acceptance {:.3}, {} chains never moved",
-        args.samples, args.mh_steps, chain.acceptance, chain.stuck
+        args.look.samples, args.look.mh_steps, chain.acceptance, chain.stuck
     );
     println!("mean off-diagonal mutual information (Gaussian estimate):");
     println!("  latent z    {mz:.5}");

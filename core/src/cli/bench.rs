@@ -5,6 +5,7 @@
 //! Each measurement runs in a child process so that its peak memory (VmHWM) and its start-up
 //! are its own.
 
+use crate::host::block_on;
 use std::process::Command;
 use std::time::Instant;
 
@@ -90,12 +91,12 @@ fn measure<B: FlowAutodiff>(
     let t0 = Instant::now();
     let mut trainer = Trainer::<B>::new(config.clone(), &device).expect("valid");
     trainer.set_kernel(kernel);
-    trainer.step().expect("finite loss");
+    block_on(trainer.step()).expect("finite loss");
     let startup_s = t0.elapsed().as_secs_f64();
-    trainer.step().expect("finite loss");
+    block_on(trainer.step()).expect("finite loss");
     let t0 = Instant::now();
     for _ in 0..epochs {
-        trainer.step().expect("finite loss");
+        block_on(trainer.step()).expect("finite loss");
     }
     let seconds_per_epoch = t0.elapsed().as_secs_f64() / epochs as f64;
     let flow = trainer.flow_valid();
@@ -144,21 +145,21 @@ fn measure_sampling<B: FlowAutodiff>(
     let target = Target::<B::InnerBackend>::new(config.relaxation(), &device);
     let mut rng = config.epoch_rng(0);
     let n = 4 * batch;
-    let _ = sample::direct(&flow, &target, &mut rng, batch, batch);
+    let _ = block_on(sample::direct(&flow, &target, &mut rng, batch, batch));
     let t0 = Instant::now();
-    let _ = sample::direct(&flow, &target, &mut rng, n, batch);
+    let _ = block_on(sample::direct(&flow, &target, &mut rng, n, batch));
     let direct = n as f64 / t0.elapsed().as_secs_f64();
     let t0 = Instant::now();
-    let _ = sample::metropolis(&flow, &target, &mut rng, n, batch);
+    let _ = block_on(sample::metropolis(&flow, &target, &mut rng, n, batch));
     let mh = n as f64 / t0.elapsed().as_secs_f64();
     let mut chains = Chains::<B>::new(Space::Latent, Start::Prior, trainer.flow(), &mut rng, 64);
     let t0 = Instant::now();
-    let _ = chains.measure(
+    let _ = block_on(chains.measure(
         trainer.flow(),
         &trainer.target,
         &mut rng,
         HmcConfig::default(),
-    );
+    ));
     let hmc_latent = 64.0 / t0.elapsed().as_secs_f64();
     SamplingRow {
         backend: name.into(),

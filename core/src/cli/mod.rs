@@ -72,6 +72,15 @@ impl Progress {
     }
 }
 
+impl crate::sample::Progress for Progress {
+    fn stage(&self, message: String) {
+        Progress::stage(self, message);
+    }
+    fn inc(&self, units: u64) {
+        Progress::inc(self, units);
+    }
+}
+
 /// The original's single-dash long options (`-epochs`) become `--epochs`; negative numbers and
 /// single-letter options (`-L 16`, `-T -1`) stay as they are.
 pub fn normalize_args(args: impl Iterator<Item = String>) -> Vec<String> {

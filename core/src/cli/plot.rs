@@ -11,26 +11,9 @@ use std::time::Duration;
 use crate::cli;
 use crate::observables::exact_values;
 use crate::plot::{self, Monitor};
+use crate::records::{self, Observable};
 use crate::run::{self, RunError};
-use clap::{Parser, ValueEnum};
-
-/// The observables of records/measurements.csv.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum Observable {
-    Energy,
-    AbsM,
-    M2,
-    Susceptibility,
-    SpecificHeat,
-    BinderU4,
-}
-
-impl Observable {
-    /// Column of the mean in records/measurements.csv (the error follows it).
-    fn column(self) -> usize {
-        5 + 2 * self as usize
-    }
-}
+use clap::Parser;
 
 /// Draw the training monitor of a run folder: F against the exact bound, the relative error
 /// (log axis), Metropolis-Hastings and HMC acceptance, and an observable with error bars against
@@ -58,19 +41,6 @@ struct Cli {
 
 pub fn main() -> ExitCode {
     cli::main(run_cli)
-}
-
-fn rows(path: &Path) -> Vec<Vec<f64>> {
-    std::fs::read_to_string(path)
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .filter_map(|l| {
-            l.split(',')
-                .map(|c| c.parse::<f64>().ok())
-                .collect::<Option<Vec<f64>>>()
-        })
-        .collect()
 }
 
 /// The run ended: its summary was written after its (latest) start.
@@ -105,34 +75,18 @@ fn run_cli(args: Cli) -> Result<(), RunError> {
     let pic = args.out.clone().unwrap_or_else(|| args.folder.join("pic"));
     std::fs::create_dir_all(&pic).map_err(|e| RunError::Io(format!("{}: {e}", pic.display())))?;
     loop {
-        let train = rows(&args.folder.join("records/train.csv"));
-        let measured = rows(&args.folder.join("records/measurements.csv"));
-        let col = args.observable.column();
         let monitor = Monitor {
-            train: train
-                .iter()
-                .filter(|r| r.len() >= 6)
-                .map(|r| (r[0], r[2], r[4], r[5]))
-                .collect(),
+            train: records::read(&args.folder).map_err(RunError::Io)?,
+            measurements: records::read(&args.folder).map_err(RunError::Io)?,
             bound: params.config.relaxation().loss_bound(),
-            acceptance: measured
-                .iter()
-                .filter(|r| r.len() >= 5)
-                .map(|r| (r[0], r[2], r[4]))
-                .collect(),
-            observable: measured
-                .iter()
-                .filter(|r| r.len() > col + 1)
-                .map(|r| (r[0], r[col], r[col + 1]))
-                .collect(),
-            observable_name: format!("{:?}", args.observable).to_lowercase(),
+            observable: args.observable,
             exact: args.exact.or(known),
         };
         plot::save(&pic.join("monitor"), (1100, 800), &monitor).map_err(RunError::Io)?;
         eprintln!(
             "plot: {} epochs, {} measurements -> {}",
             monitor.train.len(),
-            monitor.acceptance.len(),
+            monitor.measurements.len(),
             pic.join("monitor.{png,svg}").display()
         );
         let Some(per) = args.per else { return Ok(()) };

@@ -9,11 +9,10 @@ use std::process::ExitCode;
 use crate::cli;
 use crate::device::{DeviceKind, DeviceList, DevicesJob, dispatch_all};
 use crate::fused::FlowAutodiff;
-use crate::lattice::{Lattice, T_C};
 use crate::parallel;
 use crate::resources;
 use crate::run::{self, Parameters, RunError, RunOptions};
-use crate::train::{Schedule, TrainConfig};
+use crate::train::{ScheduleKind, TrainConfig};
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -38,25 +37,6 @@ struct Cli {
     /// stored value].
     #[arg(long)]
     epochs: Option<usize>,
-    /// Samples per epoch.
-    #[arg(long, default_value_t = 512)]
-    batch: usize,
-    /// Adam learning rate.
-    #[arg(long, default_value_t = 1e-3)]
-    lr: f64,
-    /// Coupled L2 weight decay of Adam.
-    #[arg(long = "weight-decay", alias = "weightDecay", default_value_t = 1e-3)]
-    weight_decay: f64,
-    /// Clip each parameter tensor's gradient to this L2 norm (off by default).
-    #[arg(long)]
-    clip: Option<f64>,
-    /// Learning-rate schedule: `constant` (the paper's) or `cosine` (a linear warm-up over
-    /// --warmup epochs, then a cosine decay to 0 at the run's last epoch).
-    #[arg(long, value_enum, default_value_t = ScheduleKind::Constant)]
-    schedule: ScheduleKind,
-    /// Warm-up epochs of the cosine schedule.
-    #[arg(long, default_value_t = 100)]
-    warmup: usize,
     /// Save a checkpoint every this many epochs (the last epoch is always saved) [default: 50;
     /// with --load: the stored value].
     #[arg(long = "save-period", alias = "savePeriod")]
@@ -73,39 +53,9 @@ struct Cli {
     /// effect and are written to parameters.json; options not given keep their stored values.
     #[arg(long)]
     load: bool,
-    /// Hidden layers of each MLP in a coupling layer.
-    #[arg(long, default_value_t = 3)]
-    nmlp: usize,
-    /// Width of the hidden layers.
-    #[arg(long, default_value_t = 10)]
-    nhidden: usize,
-    /// Affine coupling layers per RealNVP block.
-    #[arg(long, default_value_t = 10)]
-    nlayers: usize,
-    /// Copies of the [disentangler, decimator] pair per MERA level.
-    #[arg(long, default_value_t = 1)]
-    nrepeat: usize,
-    /// MERA levels to build, 1..=log2 L (default: all); sites above stay identity.
-    #[arg(long = "depth-mera", alias = "depthMERA")]
-    depth_mera: Option<usize>,
-    /// Lattice side, a power of two >= 4.
-    #[arg(short = 'L', default_value_t = 8)]
-    l: usize,
-    /// Lattice dimension, 1 or 2.
-    #[arg(short = 'd', default_value_t = 2)]
-    d: usize,
-    /// Temperature (> 0); default T_c = 2.269185...
-    #[arg(short = 'T', default_value_t = T_C)]
-    t: f64,
-    /// Weight of the Z2 penalty alpha * (<log q(x)> - <log q(-x)>) without --symmetry.
-    #[arg(long, default_value_t = 1.0)]
-    alpha: f64,
     /// Z2-symmetrize the flow (the default; the flag is accepted as in the original).
-    #[arg(long, overrides_with = "no_symmetry")]
-    symmetry: bool,
-    /// Train the plain flow with the Z2 penalty instead of symmetrizing it.
-    #[arg(long = "no-symmetry")]
-    no_symmetry: bool,
+    #[arg(long = "symmetry", overrides_with = "symmetry")]
+    symmetry_on: bool,
     /// Skip the measurements every savePeriod epochs (records/measurements.csv: Metropolis-Hastings
     /// on one batch of proposals, observables with errors, ESS, and the acceptance of persistent
     /// latent-space HMC chains).
@@ -115,9 +65,6 @@ struct Cli {
     /// only).
     #[arg(long = "hmc-chains", alias = "hmcChains", default_value_t = run::DEFAULT_HMC_CHAINS)]
     hmc_chains: usize,
-    /// Seed of the weights, masks and samples.
-    #[arg(long, default_value_t = 1)]
-    seed: u64,
     /// Compute device: cpu (Burn's Flex backend; also `flex`), cuda[:N], vulkan[:N] or wgpu
     /// [with --load: the stored value].
     #[arg(long, default_value_t = DeviceKind::Cpu)]
@@ -128,33 +75,20 @@ struct Cli {
     /// [with --load: the stored value].
     #[arg(long, conflicts_with = "device")]
     devices: Option<DeviceList>,
+    // The training settings, declared with their defaults in `TrainConfig`.
+    #[command(
+        flatten,
+        next_help_heading = "Training settings (stored in parameters.json)"
+    )]
+    config: TrainConfig,
 }
 
-/// The options of each `parameters.json` setting of the configuration (clap ids), for `--load`.
-const OPTIONS_OF: &[(&str, &[&str])] = &[
-    ("L", &["l"]),
-    ("d", &["d"]),
-    ("T", &["t"]),
-    ("depthMERA", &["depth_mera"]),
-    ("nrepeat", &["nrepeat"]),
-    ("nlayers", &["nlayers"]),
-    ("nmlp", &["nmlp"]),
-    ("nhidden", &["nhidden"]),
-    ("symmetry", &["symmetry", "no_symmetry"]),
-    ("alpha", &["alpha"]),
-    ("batch", &["batch"]),
-    ("lr", &["lr"]),
-    ("weight_decay", &["weight_decay"]),
-    ("clip", &["clip"]),
-    ("schedule", &["schedule", "warmup"]),
-    ("seed", &["seed"]),
-];
-
-/// `--schedule`'s values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum ScheduleKind {
-    Constant,
-    Cosine,
+/// Whether the setting of this `parameters.json` name was given on the command line: its own
+/// option (clap ids are the settings' names), or for the schedule one of its group's options.
+fn given_setting(given: &cli::Given, name: &str) -> bool {
+    given.contains(name)
+        || (name == "schedule" && given.contains("warmup"))
+        || (name == "symmetry" && given.contains("symmetry_on"))
 }
 
 pub fn main() -> ExitCode {
@@ -173,11 +107,7 @@ fn resumed(
     let mut refused = Vec::new();
     let mut changes = Vec::new();
     for d in config.differences(&stored.config) {
-        let options = OPTIONS_OF
-            .iter()
-            .find(|(name, _)| *name == d.name)
-            .map_or(&[][..], |o| o.1);
-        if !options.iter().any(|o| given.contains(o)) {
+        if !given_setting(given, &d.name) {
             continue;
         }
         if TrainConfig::RESUMABLE.contains(&d.name.as_str()) {
@@ -228,30 +158,7 @@ fn resumed(
 }
 
 fn run_cli(cli: Cli, given: cli::Given) -> Result<(), RunError> {
-    let lattice = Lattice::new(cli.l, cli.d).map_err(|e| RunError::Input(e.to_string()))?;
-    let config = TrainConfig {
-        lattice,
-        t: cli.t,
-        depth: cli.depth_mera.unwrap_or(lattice.depth()),
-        nrepeat: cli.nrepeat,
-        nlayers: cli.nlayers,
-        nmlp: cli.nmlp,
-        nhidden: cli.nhidden,
-        symmetry: !cli.no_symmetry,
-        alpha: cli.alpha,
-        batch: cli.batch,
-        lr: cli.lr,
-        weight_decay: cli.weight_decay,
-        clip: cli.clip,
-        schedule: match cli.schedule {
-            ScheduleKind::Constant => Schedule::Constant,
-            ScheduleKind::Cosine => Schedule::Cosine {
-                epochs: cli.epochs.unwrap_or(DEFAULT_EPOCHS),
-                warmup: cli.warmup,
-            },
-        },
-        seed: cli.seed,
-    };
+    let config = cli.config.clone();
     config
         .validate()
         .map_err(|e| RunError::Input(e.to_string()))?;
@@ -270,20 +177,7 @@ fn run_cli(cli: Cli, given: cli::Given) -> Result<(), RunError> {
             "savePeriod = 0 is not allowed: an integer >= 1".into(),
         ));
     }
-    let name = cli.name.clone().unwrap_or_else(|| {
-        format!(
-            "L{}_d{}_T{:.4}_depth{}_nl{}_nm{}_nh{}_nr{}{}",
-            config.lattice.side(),
-            config.lattice.dim(),
-            config.t,
-            config.depth,
-            config.nlayers,
-            config.nmlp,
-            config.nhidden,
-            config.nrepeat,
-            if config.symmetry { "_sym" } else { "" }
-        )
-    });
+    let name = cli.name.clone().unwrap_or_else(|| config.run_name());
     let folder = cli
         .folder
         .clone()
@@ -291,6 +185,7 @@ fn run_cli(cli: Cli, given: cli::Given) -> Result<(), RunError> {
     let params = if cli.load {
         let mut stored = run::read_parameters(&folder)?;
         stored.options.folder = folder.clone();
+        let config = config.for_run(cli.epochs.unwrap_or(stored.options.epochs));
         let (params, changes) = resumed(stored, &cli, &given, &config)?;
         eprintln!(
             "neuralrg: resuming the run in {}{}",
@@ -304,14 +199,15 @@ fn run_cli(cli: Cli, given: cli::Given) -> Result<(), RunError> {
         params
     } else {
         eprintln!("neuralrg: new run in {}", folder.display());
+        let epochs = cli.epochs.unwrap_or(DEFAULT_EPOCHS);
         Parameters {
             format: run::PARAMETERS_FORMAT,
-            config,
+            config: config.for_run(epochs),
             options: RunOptions {
                 folder: folder.clone(),
                 name,
-                epochs: cli.epochs.unwrap_or(DEFAULT_EPOCHS),
-                save_period: cli.save_period.unwrap_or(50),
+                epochs,
+                save_period: cli.save_period.unwrap_or(run::DEFAULT_SAVE_PERIOD),
                 device: cli.device,
                 double: cli.double,
                 skip_hmc: cli.skip_hmc,
@@ -323,7 +219,8 @@ fn run_cli(cli: Cli, given: cli::Given) -> Result<(), RunError> {
             version: env!("CARGO_PKG_VERSION").into(),
         }
     };
-    if let Schedule::Cosine { epochs, .. } = params.config.schedule
+    if let Some(epochs) = params.config.schedule.epochs
+        && params.config.schedule.kind == ScheduleKind::Cosine
         && params.options.epochs > epochs
     {
         return Err(RunError::Input(format!(
@@ -332,6 +229,10 @@ fn run_cli(cli: Cli, given: cli::Given) -> Result<(), RunError> {
             params.options.epochs
         )));
     }
+    params
+        .config
+        .validate()
+        .map_err(|e| RunError::Input(e.to_string()))?;
     let mut params = params;
     if cli.load && given.contains("devices") {
         params.options.devices = cli.devices.clone();

@@ -1,0 +1,348 @@
+//! A sweep: a grid of temperatures x MERA depths trained from one settings file, as the
+//! original's `core.py` + `setting.py` + `paperPlot/plotCore.py`. This module holds its plan
+//! (every run's parameters, validated before anything trains), which runs still need training,
+//! shards of the grid for several machines, and the results table and figure rebuilt from the
+//! finished runs; `sweep` (the command) reads the file and runs the plan.
+//!
+//! ```toml
+//! folder = "sweeps/L8"            # one run folder per (T, depth) inside
+//! L = 8
+//! d = 2                           # optional, default 2
+//! temperatures = [2.0, 2.269185314213022, 2.5]
+//! depths = [1, 2, 3]              # optional, default: every depth 1..=log2 L
+//! epochs = 500
+//! save_period = 50                # optional
+//! skip_hmc = true                 # optional, default true (no measurements during training)
+//!
+//! [train]                         # optional: any training setting by its parameters.json
+//! nlayers = 10                    # name; the others are the paper's configuration
+//! nmlp = 3
+//! nhidden = 10
+//! nrepeat = 1
+//! batch = 512
+//! lr = 1e-3
+//! weight_decay = 1e-3
+//! symmetry = true
+//! alpha = 1.0
+//! seed = 1
+//! # "constant", or "cosine": a linear warm-up, then a cosine decay to 0 at `epochs`
+//! schedule = { kind = "constant", warmup = 100 }
+//! ```
+//!
+//! A run folder whose `parameters.json` holds other training settings than the file asks for
+//! (the `[train]` table or `L`, `d` edited since) is refused, naming the settings, rather than
+//! passed off as finished or resumed with other settings; more `epochs` resume finished runs.
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Deserialize;
+
+use crate::device::DeviceKind;
+use crate::lattice::Lattice;
+use crate::plot::{self, SweepFigure};
+use crate::records::{self, SweepRow};
+use crate::run::{self, Parameters, RunError, RunOptions, Summary, write_atomic};
+use crate::train::TrainConfig;
+
+/// A sweep's settings file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    /// The sweep folder: one run folder per (T, depth) inside, and the results.
+    pub folder: PathBuf,
+    /// Lattice side.
+    #[serde(rename = "L")]
+    pub l: usize,
+    /// Lattice dimension.
+    #[serde(default = "two")]
+    pub d: usize,
+    /// The grid's temperatures.
+    pub temperatures: Vec<f64>,
+    /// The grid's MERA depths (empty: every depth `1..=log2 L`).
+    #[serde(default)]
+    pub depths: Vec<usize>,
+    /// Epochs of every run.
+    pub epochs: usize,
+    /// Checkpoint period of every run.
+    #[serde(default = "default_save_period")]
+    pub save_period: usize,
+    /// No measurements during training.
+    #[serde(default = "yes")]
+    pub skip_hmc: bool,
+    /// Training settings by name over the paper's configuration (see [`TrainConfig`]).
+    #[serde(default)]
+    pub train: serde_json::Map<String, serde_json::Value>,
+}
+
+fn two() -> usize {
+    2
+}
+fn default_save_period() -> usize {
+    run::DEFAULT_SAVE_PERIOD
+}
+fn yes() -> bool {
+    true
+}
+
+fn bad(e: impl std::fmt::Display) -> RunError {
+    RunError::Input(e.to_string())
+}
+
+/// `--shard I/N`: every N-th run of the grid from the I-th.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    index: usize,
+    count: usize,
+}
+
+impl Shard {
+    /// Whether the grid's `i`-th run (0-based) is this shard's.
+    pub fn takes(&self, i: usize) -> bool {
+        i % self.count == self.index
+    }
+}
+
+impl FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad = || format!("`{s}` is not I/N: two integers with 0 <= I < N, for example 0/4");
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count) = (
+            i.trim().parse::<usize>().map_err(|_| bad())?,
+            n.trim().parse::<usize>().map_err(|_| bad())?,
+        );
+        if index >= count {
+            return Err(format!(
+                "`{s}`: I = {index} must be below N = {count} (shards 0/{count} to {}/{count})",
+                count.saturating_sub(1)
+            ));
+        }
+        Ok(Self { index, count })
+    }
+}
+
+/// The training configuration of every run: the `[train]` table over the paper's configuration
+/// at the file's lattice.
+fn base_config(settings: &Settings) -> Result<TrainConfig, RunError> {
+    let given = serde_json::Value::Object(settings.train.clone());
+    if let Some(key) = ["L", "d", "T", "depthMERA"]
+        .into_iter()
+        .find(|k| given.get(k).is_some())
+    {
+        return Err(bad(format!(
+            "[train] sets {key}: a sweep sets L and d at the top of the file, and T and \
+             depthMERA along its grid (temperatures, depths)"
+        )));
+    }
+    let defaults = TrainConfig::default().as_value();
+    let unknown = crate::settings::unknown_keys(&given, &defaults);
+    if !unknown.is_empty() {
+        let known: Vec<&str> = defaults
+            .as_object()
+            .into_iter()
+            .flatten()
+            .map(|(k, _)| k.as_str())
+            .collect();
+        return Err(bad(format!(
+            "[train] has no setting {}: the settings are {} (a cosine schedule: schedule = \
+             {{ kind = \"cosine\", warmup = 100 }})",
+            unknown.join(", "),
+            known.join(", ")
+        )));
+    }
+    TrainConfig::paper(settings.l, settings.d, TrainConfig::default().t)
+        .map_err(bad)?
+        .overlaid(given)
+        .map_err(|e| bad(format!("[train]: {e}")))
+}
+
+/// A sweep's grid: its settings, the file they came from, and every run in order.
+pub struct Grid {
+    pub settings: Settings,
+    pub file: PathBuf,
+    /// Every run of the grid, temperature-major.
+    pub runs: Vec<Parameters>,
+}
+
+/// What a run of the grid needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// Finished (its summary written).
+    Finished,
+    /// Another process is writing its folder.
+    Busy,
+    /// To train, from its checkpoint when `resume`.
+    Todo { resume: bool },
+}
+
+fn read_summary(folder: &Path) -> Option<Summary> {
+    serde_json::from_str(&std::fs::read_to_string(folder.join("summary.json")).ok()?).ok()
+}
+
+impl Grid {
+    /// Every run of the sweep in `file`, validated before anything trains.
+    pub fn plan(settings: Settings, file: &Path) -> Result<Self, RunError> {
+        let lattice = Lattice::new(settings.l, settings.d).map_err(bad)?;
+        if settings.temperatures.is_empty() {
+            return Err(bad("temperatures is empty: list at least one temperature"));
+        }
+        if settings.epochs == 0 || settings.save_period == 0 {
+            return Err(bad("epochs and save_period must be >= 1"));
+        }
+        let depths = if settings.depths.is_empty() {
+            (1..=lattice.depth()).collect()
+        } else {
+            settings.depths.clone()
+        };
+        let base = base_config(&settings)?;
+        let mut runs = Vec::new();
+        for &t in &settings.temperatures {
+            for &depth in &depths {
+                let config = TrainConfig {
+                    t,
+                    depth: Some(depth),
+                    ..base.clone()
+                }
+                .for_run(settings.epochs);
+                config.validate().map_err(bad)?;
+                // The temperature to full precision: two temperatures are two runs.
+                let name = format!("T{t:?}_depth{depth}");
+                runs.push(Parameters {
+                    format: run::PARAMETERS_FORMAT,
+                    options: RunOptions {
+                        folder: settings.folder.join(&name),
+                        name,
+                        epochs: settings.epochs,
+                        save_period: settings.save_period,
+                        device: DeviceKind::Cpu,
+                        double: false,
+                        skip_hmc: settings.skip_hmc,
+                        keep: 2,
+                        hmc_chains: run::DEFAULT_HMC_CHAINS,
+                        devices: None,
+                    },
+                    config,
+                    backend: String::new(),
+                    version: env!("CARGO_PKG_VERSION").into(),
+                });
+            }
+        }
+        Ok(Self {
+            settings,
+            file: file.to_path_buf(),
+            runs,
+        })
+    }
+
+    /// The run called `name`.
+    pub fn run(&self, name: &str) -> Result<&Parameters, RunError> {
+        self.runs
+            .iter()
+            .find(|r| r.options.name == name)
+            .ok_or_else(|| bad(format!("{} has no run {name}", self.file.display())))
+    }
+
+    /// The runs of a shard (all without one).
+    pub fn shard(&self, shard: Option<Shard>) -> Vec<Parameters> {
+        self.runs
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| shard.is_none_or(|s| s.takes(*i)))
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+
+    /// `[n/total] label` of a run, numbered in the grid from 1.
+    pub fn label(&self, params: &Parameters, label: &str) -> String {
+        let n = self
+            .runs
+            .iter()
+            .position(|g| g.options.name == params.options.name)
+            .map_or(0, |i| i + 1);
+        format!("[{n}/{}] {label}", self.runs.len())
+    }
+
+    /// The run's state; a folder trained with other settings is refused.
+    pub fn state(&self, params: &Parameters) -> Result<State, RunError> {
+        let folder = &params.options.folder;
+        if run::is_being_written(folder) {
+            return Ok(State::Busy);
+        }
+        if folder.join("parameters.json").exists() {
+            let stored = run::read_parameters(folder)?;
+            let differ: Vec<String> = stored
+                .config
+                .differences(&params.config)
+                .iter()
+                .map(|d| d.versus("run", "settings"))
+                .collect();
+            if !differ.is_empty() {
+                return Err(bad(format!(
+                    "{} was trained with other settings than {} asks for: {}; move the folder away to train it again, or restore the settings",
+                    folder.display(),
+                    self.file.display(),
+                    differ.join(", ")
+                )));
+            }
+        }
+        Ok(
+            match read_summary(folder).filter(|s| s.epochs >= params.options.epochs) {
+                Some(_) => State::Finished,
+                None => State::Todo {
+                    resume: !run::checkpoints(folder).is_empty(),
+                },
+            },
+        )
+    }
+
+    /// The message of an interrupted run, with how to resume the sweep.
+    pub fn interrupted(&self, e: RunError) -> RunError {
+        match e {
+            RunError::Interrupted(msg) => RunError::Interrupted(format!(
+                "{msg}; run the same sweep again to resume: sweep {}",
+                self.file.display()
+            )),
+            e => e,
+        }
+    }
+
+    /// Rewrites `results.csv` and the figure (relative error against T, one line per depth,
+    /// with error bars) from every finished run of the grid; returns how many are finished.
+    pub fn write_results(&self) -> Result<usize, RunError> {
+        let rows: Vec<SweepRow> = self
+            .runs
+            .iter()
+            .filter_map(|p| {
+                let s = read_summary(&p.options.folder)?;
+                (s.epochs >= p.options.epochs).then(|| SweepRow::new(p.config.depth(), &s))
+            })
+            .collect();
+        let folder = &self.settings.folder;
+        write_atomic(
+            &folder.join("results.csv"),
+            records::to_csv(&rows).as_bytes(),
+        )?;
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let points: Vec<(usize, f64, f64, f64)> = rows
+            .iter()
+            .map(|r| (r.depth, r.t, r.relative_error, r.relative_error_stderr))
+            .collect();
+        let title = format!(
+            "relative error of F, L={} d={}, {} epochs",
+            self.settings.l, self.settings.d, self.settings.epochs
+        );
+        plot::save(
+            &folder.join("relative_error"),
+            (900, 620),
+            &SweepFigure {
+                points: &points,
+                title,
+            },
+        )
+        .map_err(RunError::Io)?;
+        Ok(rows.len())
+    }
+}
