@@ -9,10 +9,6 @@ use wasm_bindgen_futures::JsFuture;
 
 use crate::lab::{Lab, new_lab};
 
-/// Set (with the reason) when the browser reports the WebGPU device lost (`GPUDevice.lost`:
-/// a driver reset, the GPU taken away, or `destroy()`).
-static DEVICE_LOST: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
-
 /// The backend the page trains on.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Backend {
@@ -25,8 +21,13 @@ pub enum Backend {
 impl Backend {
     /// Finds a WebGPU adapter and starts Burn's wgpu runtime on it, or falls back to the CPU.
     /// Asks `navigator.gpu.requestAdapter()` first: without an adapter, wgpu's own start traps
-    /// instead of returning an error.
-    pub async fn detect(prefer_cpu: bool) -> Self {
+    /// instead of returning an error. `on_lost` is called with the reason when the browser
+    /// reports the device lost (`GPUDevice.lost`: a driver reset, the GPU taken away, or
+    /// `destroy()`); nothing more runs on it then, and nothing can be read back from it.
+    pub async fn detect(
+        prefer_cpu: bool,
+        on_lost: impl Fn(String) + Send + Sync + 'static,
+    ) -> Self {
         if prefer_cpu {
             return Self::Cpu {
                 reason: "CPU chosen in the URL (cpu=true)".into(),
@@ -38,11 +39,11 @@ impl Backend {
                 let device = WgpuDevice::default();
                 let setup =
                     init_setup_async::<graphics::WebGpu>(&device, RuntimeOptions::default()).await;
-                setup.device.set_device_lost_callback(|reason, message| {
-                    if let Ok(mut lost) = DEVICE_LOST.lock() {
-                        *lost = Some(format!("{reason:?}: {message}"));
-                    }
-                });
+                setup
+                    .device
+                    .set_device_lost_callback(move |reason, message| {
+                        on_lost(format!("{reason:?}: {message}"));
+                    });
                 // A test hook: the end-to-end test loses the device on purpose, as a driver
                 // reset would (GPUDevice.destroy() fires GPUDevice.lost).
                 let gpu = setup.device.clone();
@@ -59,15 +60,6 @@ impl Backend {
                 };
                 Self::WebGpu { device, adapter }
             }
-        }
-    }
-
-    /// Why the WebGPU device was lost, once the browser has said so (then nothing more can run
-    /// on it, and nothing can be read back from it).
-    pub fn lost(&self) -> Option<String> {
-        match self {
-            Self::WebGpu { .. } => DEVICE_LOST.lock().ok().and_then(|l| l.clone()),
-            Self::Cpu { .. } => None,
         }
     }
 

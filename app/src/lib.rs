@@ -7,35 +7,24 @@
 //! fields and mutual information. The whole setup lives in the URL query, so a configuration is
 //! a link.
 //!
-//! One worker task owns the training session; the controls only send it requests, and it yields
-//! to the browser every few tens of milliseconds, so the page stays responsive.
+//! A model ([`model`]: one task that owns the training session, fed by a channel of requests)
+//! and views (the components here, which send requests and draw what the model publishes). The
+//! model yields to the browser every few tens of milliseconds, so the page stays responsive.
 
 pub mod backend;
 pub mod lab;
+pub mod model;
 pub mod panels;
 
+use futures::channel::mpsc::UnboundedSender;
 use leptos::prelude::*;
 use neuralrg::lattice::T_C;
 use neuralrg::observables::exact_values;
-use neuralrg::train::EpochStats;
 use neuralrg::train::TrainConfig;
 use wasm_bindgen::prelude::*;
 
-use crate::backend::Backend;
-use crate::lab::Lab;
-use crate::panels::{Canvases, History};
-
-/// Measure (samples, MH, observables) every this many epochs while training.
-pub const MEASURE_EVERY: usize = 20;
-/// Refresh the receptive field and the mutual information every this many epochs.
-pub const ANALYZE_EVERY: usize = 100;
-/// Samples per measurement.
-const MEASURE_SAMPLES: usize = 512;
-/// The site whose receptive field is shown until one is clicked: site (0, 0), at the top of
-/// the hierarchy.
-const DEFAULT_SITE: usize = 0;
-/// Train for at most this long before yielding to the browser (milliseconds).
-const SLICE_MS: f64 = 40.0;
+use crate::model::{Outputs, Request};
+use crate::panels::Canvases;
 
 /// Shows panics in the page (the `#fatal` box of index.html) as well as in the console, so a
 /// failure is never a silently dead page.
@@ -64,50 +53,24 @@ pub fn start() {
     leptos::mount::mount_to_body(App);
 }
 
-/// What the controls ask the worker for.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Request {
-    /// One training step (while paused).
-    Step,
-    /// Drop the session: the next start trains the current configuration from scratch.
-    Reset,
-    /// The receptive field of a latent site.
-    Field(usize),
-    /// The mutual-information matrices.
-    MutualInformation,
-}
-
-/// The numbers of the statistics line (also read by the end-to-end test).
-#[derive(Debug, Clone, Default, PartialEq)]
-struct Stats {
-    epoch: usize,
-    f: f64,
-    f_first: f64,
-    relative_error: f64,
-    /// Median wall time of the last 9 steps (never the first, which compiles GPU kernels).
-    ms_per_step: f64,
-}
-
-/// The page's state: signals (cheap to copy into closures) and the canvases.
+/// The views' state: the setup being edited, the chosen site, the canvases, the model's
+/// outputs and its request channel (all cheap to copy into closures).
 #[derive(Clone, Copy)]
 struct Ui {
     config: RwSignal<TrainConfig>,
     prefer_cpu: RwSignal<bool>,
-    backend: RwSignal<Option<String>>,
-    backend_short: RwSignal<&'static str>,
-    running: RwSignal<bool>,
-    requests: RwSignal<Vec<Request>>,
-    error: RwSignal<Option<String>>,
-    /// A passing state of the session (for example paused while the tab is hidden).
-    notice: RwSignal<Option<String>>,
-    stats: RwSignal<Stats>,
     selected: RwSignal<Option<usize>>,
     canvases: Canvases,
+    out: Outputs,
+    requests: StoredValue<UnboundedSender<Request>>,
 }
 
 impl Ui {
     fn request(&self, r: Request) {
-        self.requests.update(|q| q.push(r));
+        // The model lives as long as the page: a send cannot fail.
+        self.requests.with_value(|q| {
+            let _ = q.unbounded_send(r);
+        });
     }
 
     /// Sets one setting by its name (the configuration's serde name, as in the URL), parsed and
@@ -121,14 +84,13 @@ impl Ui {
         }
         match page_config(&format!("{}&{key}={value}", base.to_query())) {
             Ok(c) => {
-                self.error.set(None);
-                self.running.set(false);
-                self.config.set(c);
-                self.request(Request::Reset);
+                self.out.error.set(None);
+                self.config.set(c.clone());
+                self.request(Request::Reset(c));
                 self.write_url();
             }
             Err(e) => {
-                self.error.set(Some(e));
+                self.out.error.set(Some(e));
                 // Put the controls back to the configuration in force.
                 self.config.update(|_| {});
             }
@@ -193,187 +155,58 @@ fn url_query() -> String {
         .to_string()
 }
 
-fn now_ms() -> f64 {
-    web_sys::window()
-        .and_then(|w| w.performance())
-        .map_or(0.0, |p| p.now())
-}
-
-/// Whether the page's tab is hidden (`document.hidden`).
-fn tab_hidden() -> bool {
-    web_sys::window()
-        .and_then(|w| w.document())
-        .is_some_and(|d| d.hidden())
-}
-
-/// Waits `ms` milliseconds, letting the browser render and handle input meanwhile.
-async fn sleep(ms: i32) {
-    let promise = js_sys::Promise::new(&mut |resolve, _| {
-        if let Some(w) = web_sys::window() {
-            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
-        }
-    });
-    let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
-}
-
-/// The worker: owns the session, serves the requests, trains while running.
-async fn worker(ui: Ui) {
-    let mut backend = Backend::detect(ui.prefer_cpu.get_untracked()).await;
-    ui.backend.set(Some(backend.label()));
-    ui.backend_short.set(backend.short());
-    let mut lab: Option<Box<dyn Lab>> = None;
-    // Exact energy and <m^2> of the session's lattice and temperature (computed once).
-    let mut exact = None;
-    let mut history = History::default();
-    let mut step_ms: Vec<f64> = Vec::new();
-    loop {
-        // A lost GPU: nothing more runs on it, and its parameters cannot be read back. Stop
-        // cleanly, say so, and go on with the CPU backend from a fresh session.
-        if let Some(why) = backend.lost() {
-            backend = Backend::Cpu {
-                reason: format!("the WebGPU device was lost ({why})"),
-            };
-            ui.backend.set(Some(backend.label()));
-            ui.backend_short.set(backend.short());
-            ui.running.set(false);
-            lab = None;
-            history = History::default();
-            step_ms.clear();
-            ui.stats.set(Stats::default());
-            ui.error.set(Some(format!(
-                "The WebGPU device was lost ({why}): training stopped. The page now uses the CPU; press Start to train again from the beginning."
-            )));
-        }
-        // Browsers throttle hidden tabs to about one timer a second or a minute: pause and say
-        // so rather than train at that pace.
-        if ui.running.get_untracked() && tab_hidden() {
-            ui.notice.set(Some(
-                "Paused while the tab is hidden; training goes on when you come back.".into(),
-            ));
-            sleep(250).await;
-            continue;
-        }
-        if ui.notice.get_untracked().is_some() {
-            ui.notice.set(None);
-        }
-        let mut single = false;
-        let mut field = None;
-        let mut mi = false;
-        for r in ui.requests.try_update(std::mem::take).unwrap_or_default() {
-            match r {
-                Request::Step => single = true,
-                Request::Reset => {
-                    lab = None;
-                    history = History::default();
-                    step_ms.clear();
-                    ui.stats.set(Stats::default());
-                    report(panels::clear(ui.canvases), ui);
-                }
-                Request::Field(site) => field = Some(site),
-                Request::MutualInformation => mi = true,
-            }
-        }
-        let training = ui.running.get_untracked() || single;
-        if !training && field.is_none() && !mi {
-            sleep(30).await;
-            continue;
-        }
-        if lab.is_none() {
-            let config = ui.config.get_untracked();
-            exact = Some(exact_values(config.lattice, config.t));
-            match backend.lab(config) {
-                Ok(l) => lab = Some(l),
-                Err(e) => {
-                    ui.error.set(Some(e));
-                    ui.running.set(false);
-                    continue;
-                }
-            }
-        }
-        let session = lab.as_mut().expect("session created above");
-        let config = session.config().clone();
-        let lattice = config.lattice;
-        if training {
-            let slice = now_ms();
-            loop {
-                let t0 = now_ms();
-                match session.step().await {
-                    Ok(s) => {
-                        step_ms.push(now_ms() - t0);
-                        let seconds = step_ms[step_ms.len() - 1] / 1000.0;
-                        history.train.push(EpochStats { seconds, ..s });
-                        // The last 9 steps, never the first (it compiles the GPU kernels).
-                        let from = step_ms
-                            .len()
-                            .saturating_sub(9)
-                            .max(usize::from(step_ms.len() > 1));
-                        let mut recent = step_ms[from..].to_vec();
-                        recent.sort_by(f64::total_cmp);
-                        ui.stats.set(Stats {
-                            epoch: s.epoch,
-                            f: s.f,
-                            f_first: history.train[0].f,
-                            relative_error: s.relative_error,
-                            ms_per_step: recent[recent.len() / 2],
-                        });
-                    }
-                    Err(d) => {
-                        ui.error.set(Some(d.to_string()));
-                        ui.running.set(false);
-                        break;
-                    }
-                }
-                let epoch = session.epoch();
-                if single || epoch.is_multiple_of(MEASURE_EVERY) {
-                    history
-                        .measurements
-                        .push(session.measure(MEASURE_SAMPLES).await);
-                    let exact = exact.expect("computed with the session");
-                    report(
-                        panels::measurements(
-                            ui.canvases,
-                            &history,
-                            lattice,
-                            exact.energy_per_site,
-                            exact.m2,
-                        ),
-                        ui,
-                    );
-                }
-                if epoch.is_multiple_of(ANALYZE_EVERY) {
-                    field = Some(ui.selected.get_untracked().unwrap_or(DEFAULT_SITE));
-                    mi = true;
-                }
-                if single || !ui.running.get_untracked() || now_ms() - slice > SLICE_MS {
-                    break;
-                }
-            }
-            report(
-                panels::loss(ui.canvases, &history, config.relaxation().loss_bound()),
-                ui,
-            );
-        }
-        if let Some(site) = field {
-            let f = session.receptive_field(site).await;
-            report(panels::field(ui.canvases, lattice, &f), ui);
-        }
-        if mi {
-            let (z, x) = session.mutual_information().await;
-            report(
-                panels::mutual_information(ui.canvases, lattice.sites(), z, x),
-                ui,
-            );
-        }
-        // Let the browser render and handle input.
-        sleep(0).await;
-    }
-}
-
 /// Shows a drawing failure in the page's error area.
 fn report(result: Result<(), String>, ui: Ui) {
     if let Err(e) = result {
-        ui.error.set(Some(format!("drawing failed: {e}")));
+        ui.out.error.set(Some(format!("drawing failed: {e}")));
     }
+}
+
+/// The panels draw what the model publishes, each when its data change.
+fn draw_panels(ui: Ui) {
+    let c = ui.canvases;
+    // Exact energy and <m^2> of the setup (computed once per setup).
+    let exact = Memo::new(move |_| ui.config.with(|c| exact_values(c.lattice, c.t)));
+    Effect::new(move |_| {
+        let bound = ui.config.with(|c| c.relaxation().loss_bound());
+        ui.out.train.with(|train| {
+            if train.is_empty() {
+                report(panels::clear(c), ui);
+            } else {
+                report(panels::loss(c, train, bound), ui);
+            }
+        });
+    });
+    Effect::new(move |_| {
+        let lattice = ui.config.with_untracked(|c| c.lattice);
+        let epochs = ui
+            .out
+            .train
+            .with_untracked(|t| t.last().map_or(1.0, |r| r.epoch as f64));
+        let exact = exact.get_untracked();
+        ui.out.measurements.with(|ms| {
+            report(
+                panels::measurements(c, epochs, ms, lattice, exact.energy_per_site, exact.m2),
+                ui,
+            );
+        });
+    });
+    Effect::new(move |_| {
+        let lattice = ui.config.with_untracked(|c| c.lattice);
+        ui.out.field.with(|f| {
+            if let Some(f) = f {
+                report(panels::field(c, lattice, f), ui);
+            }
+        });
+    });
+    Effect::new(move |_| {
+        let n = ui.config.with_untracked(|c| c.lattice.sites());
+        ui.out.mi.with(|mi| {
+            if let Some((z, x)) = mi {
+                report(panels::mutual_information(c, n, z.clone(), x.clone()), ui);
+            }
+        });
+    });
 }
 
 /// The whole page.
@@ -389,21 +222,19 @@ pub fn App() -> impl IntoView {
             )),
         ),
     };
+    let prefer_cpu = query.split('&').any(|kv| kv == "cpu=true");
+    let out = Outputs::new(url_error);
+    let requests = model::spawn(prefer_cpu, config.clone(), out);
     let ui = Ui {
         config: RwSignal::new(config),
-        prefer_cpu: RwSignal::new(query.split('&').any(|kv| kv == "cpu=true")),
-        backend: RwSignal::new(None),
-        backend_short: RwSignal::new(""),
-        running: RwSignal::new(false),
-        requests: RwSignal::new(Vec::new()),
-        error: RwSignal::new(url_error),
-        notice: RwSignal::new(None),
-        stats: RwSignal::new(Stats::default()),
+        prefer_cpu: RwSignal::new(prefer_cpu),
         selected: RwSignal::new(None),
         canvases: Canvases::new(),
+        out,
+        requests: StoredValue::new(requests),
     };
     ui.write_url();
-    leptos::task::spawn_local(worker(ui));
+    draw_panels(ui);
     let c = ui.canvases;
     view! {
         <header>
@@ -414,13 +245,13 @@ pub fn App() -> impl IntoView {
                 "Gaussian noise z into configurations x of the (relaxed) Ising model by "
                 "minimizing the variational free energy. After Li and Wang, PRL 121, 260601 (2018)."
             </p>
-            <p id="backend">{move || ui.backend.get().unwrap_or_else(|| "looking for WebGPU...".into())}</p>
+            <p id="backend">{move || ui.out.backend.get().unwrap_or_else(|| "looking for WebGPU...".into())}</p>
         </header>
-        <div id="error" class="error" hidden=move || ui.error.get().is_none()>
-            {move || ui.error.get().unwrap_or_default()}
+        <div id="error" class="error" hidden=move || ui.out.error.get().is_none()>
+            {move || ui.out.error.get().unwrap_or_default()}
         </div>
-        <div id="notice" class="notice" hidden=move || ui.notice.get().is_none()>
-            {move || ui.notice.get().unwrap_or_default()}
+        <div id="notice" class="notice" hidden=move || ui.out.notice.get().is_none()>
+            {move || ui.out.notice.get().unwrap_or_default()}
         </div>
         <Controls ui/>
         <StatsLine ui/>
@@ -519,14 +350,14 @@ fn StatsLine(ui: Ui) -> impl IntoView {
     let bound = move || ui.config.with(|c| c.relaxation().loss_bound());
     view! {
         <p id="stats"
-            data-epoch=move || ui.stats.get().epoch.to_string()
-            data-f=move || ui.stats.get().f.to_string()
-            data-f-first=move || ui.stats.get().f_first.to_string()
-            data-ms-per-step=move || format!("{:.2}", ui.stats.get().ms_per_step)
-            data-backend=move || ui.backend_short.get()
-            data-running=move || ui.running.get().to_string()>
+            data-epoch=move || ui.out.stats.get().epoch.to_string()
+            data-f=move || ui.out.stats.get().f.to_string()
+            data-f-first=move || ui.out.stats.get().f_first.to_string()
+            data-ms-per-step=move || format!("{:.2}", ui.out.stats.get().ms_per_step)
+            data-backend=move || ui.out.backend_short.get()
+            data-running=move || ui.out.running.get().to_string()>
             {move || {
-                let s = ui.stats.get();
+                let s = ui.out.stats.get();
                 if s.epoch == 0 {
                     format!("not trained yet · exact bound -ln Z = {:.4}", bound())
                 } else {
@@ -614,11 +445,11 @@ fn Controls(ui: Ui) -> impl IntoView {
                 "symmetry"
             </label>
             <div class="buttons">
-                <button id="start" on:click=move |_| { ui.error.set(None); ui.running.update(|r| *r = !*r) }>
-                    {move || if ui.running.get() { "Pause" } else { "Start" }}
+                <button id="start" on:click=move |_| { ui.out.error.set(None); ui.request(Request::Run(!ui.out.running.get_untracked())) }>
+                    {move || if ui.out.running.get() { "Pause" } else { "Start" }}
                 </button>
-                <button id="step" disabled=move || ui.running.get() on:click=move |_| ui.request(Request::Step)>"Step"</button>
-                <button id="reset" on:click=move |_| { ui.running.set(false); ui.request(Request::Reset) }>"Reset"</button>
+                <button id="step" disabled=move || ui.out.running.get() on:click=move |_| ui.request(Request::Step)>"Step"</button>
+                <button id="reset" on:click=move |_| ui.request(Request::Reset(ui.config.get_untracked()))>"Reset"</button>
                 <button id="mi" title="Recompute the mutual information now" on:click=move |_| ui.request(Request::MutualInformation)>"Update MI"</button>
             </div>
         </section>

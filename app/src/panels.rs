@@ -14,15 +14,6 @@ use plotters_canvas::CanvasBackend;
 
 use crate::lab::Measurement;
 
-/// Everything drawn so far in this session.
-#[derive(Debug, Clone, Default)]
-pub struct History {
-    /// One row per epoch (as a run folder's `records/train.csv`).
-    pub train: Vec<EpochStats>,
-    /// The measurements, in order.
-    pub measurements: Vec<Measurement>,
-}
-
 /// The canvases of the page.
 #[derive(Clone, Copy)]
 pub struct Canvases {
@@ -78,27 +69,29 @@ pub fn clear(c: Canvases) -> Result<(), String> {
 }
 
 /// Free energy against the exact bound, and the relative error.
-pub fn loss(c: Canvases, h: &History, bound: f64) -> Result<(), String> {
-    let epochs = h.train.last().map_or(1.0, |r| r.epoch as f64).max(1.0);
+pub fn loss(c: Canvases, train: &[EpochStats], bound: f64) -> Result<(), String> {
+    let epochs = train.last().map_or(1.0, |r| r.epoch as f64).max(1.0);
     draw(c.loss, |area| {
         let (top, bottom) = area.split_vertically(area.dim_in_pixel().1 / 2);
-        free_energy_panel(&top, &h.train, bound, epochs)?;
-        relative_error_panel(&bottom, &h.train, epochs)
+        free_energy_panel(&top, train, bound, epochs)?;
+        relative_error_panel(&bottom, train, epochs)
     })
 }
 
-/// The sample grid, the MH rates and the observables against their exact values.
+/// The sample grid, the MH rates and the observables against their exact values, over
+/// `epochs` epochs.
 pub fn measurements(
     c: Canvases,
-    h: &History,
+    epochs: f64,
+    measurements: &[Measurement],
     lattice: Lattice,
     exact_energy: f64,
     exact_m2: Option<f64>,
 ) -> Result<(), String> {
-    let Some(last) = h.measurements.last() else {
+    let Some(last) = measurements.last() else {
         return Ok(());
     };
-    let epochs = h.train.last().map_or(1.0, |r| r.epoch as f64).max(1.0);
+    let epochs = epochs.max(1.0);
     draw(c.samples, |area| {
         plot::spin_grid(
             area,
@@ -107,8 +100,7 @@ pub fn measurements(
             &format!("samples from the flow, epoch {}", last.epoch),
         )
     })?;
-    let rates: Vec<(f64, f64, f64)> = h
-        .measurements
+    let rates: Vec<(f64, f64, f64)> = measurements
         .iter()
         .map(|m| (m.epoch as f64, m.acceptance, m.ess))
         .collect();
@@ -122,7 +114,7 @@ pub fn measurements(
         )
     })?;
     let series = |pick: fn(&Measurement) -> (f64, f64)| -> Vec<(f64, f64, f64)> {
-        h.measurements
+        measurements
             .iter()
             .map(|m| {
                 let (mean, err) = pick(m);

@@ -37,7 +37,7 @@ async fn webgpu_device() -> WgpuDevice {
     if let Some(device) = DEVICE.with(|d| d.borrow().clone()) {
         return device;
     }
-    let device = match Backend::detect(false).await {
+    let device = match Backend::detect(false, |_| {}).await {
         Backend::WebGpu { device, adapter } => {
             web_sys::console::log_1(&format!("WebGPU adapter: {adapter}").into());
             device

@@ -138,3 +138,41 @@ fn the_learning_rate_schedules() {
         "decreasing after warm-up"
     );
 }
+
+/// `parameters.json` (and a checkpoint's configuration) as earlier versions wrote it reads as
+/// the same configuration: before schedules existed (no `schedule`), with the constant rate
+/// (`{"kind": "constant"}`) and with a cosine (`{"kind": "cosine", "epochs": .., "warmup": ..}`);
+/// and a run's configuration written now reads back equal.
+#[test]
+fn parameters_of_earlier_versions_still_read() {
+    let old = r#"{"L":16,"d":2,"T":2.269185314213022,"depthMERA":4,"nrepeat":1,"nlayers":10,
+        "nmlp":3,"nhidden":10,"symmetry":true,"alpha":1.0,"batch":512,"lr":0.001,
+        "weight_decay":0.001,"clip":null,"seed":1"#;
+    let mut expected = TrainConfig::paper(16, 2, neuralrg::lattice::T_C).unwrap();
+    expected.depth = Some(4);
+    for (tail, schedule) in [
+        ("}", Schedule::constant()),
+        (r#","schedule":{"kind":"constant"}}"#, Schedule::constant()),
+        (
+            r#","schedule":{"kind":"cosine","epochs":5000,"warmup":200}}"#,
+            Schedule::cosine(5000, 200),
+        ),
+    ] {
+        let read: TrainConfig = serde_json::from_str(&format!("{old}{tail}")).unwrap();
+        assert_eq!(
+            read,
+            TrainConfig {
+                schedule,
+                ..expected.clone()
+            },
+            "{tail}"
+        );
+        let again: TrainConfig = serde_json::from_value(read.as_value()).unwrap();
+        assert_eq!(again, read);
+    }
+    // A run stores its depth and its cosine's end.
+    let mut c = TrainConfig::paper(8, 2, 2.5).unwrap();
+    c.schedule.kind = neuralrg::train::ScheduleKind::Cosine;
+    let stored = c.for_run(300);
+    assert_eq!((stored.depth, stored.schedule.epochs), (Some(3), Some(300)));
+}
