@@ -2,11 +2,11 @@
 //! vulkan[:N]|wgpu`. A device that is not there is refused with a message naming what is
 //! missing, before Burn starts (Burn's own failure would be a panic on its device thread).
 
-use crate::host::block_on;
 use std::fmt;
 use std::str::FromStr;
 
 use crate::fused::FlowAutodiff;
+use crate::host::block_on;
 
 /// The compute devices the binaries accept.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

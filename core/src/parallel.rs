@@ -16,7 +16,6 @@
 //! equals the set of nodes (seen here with two processes on loopback, with the ring and the
 //! centralized strategies alike).
 
-use crate::host::block_on;
 use std::ops::Range;
 use std::sync::Mutex;
 
@@ -26,6 +25,7 @@ use burn::collective::{
 use burn::tensor::{Tensor, TensorPrimitive};
 
 use crate::fused::FlowAutodiff;
+use crate::host::block_on;
 use crate::run::{self, Parameters, RunError, Summary};
 use crate::train::{EpochStats, Peers, Trainer};
 

@@ -7,7 +7,6 @@
 //! released by the system when the holder exits or dies). SIGINT and SIGTERM (after
 //! [`stop_on_signals`]) end training at the end of the current epoch with a checkpoint.
 
-use crate::host::block_on;
 use std::fs;
 use std::io::{Read, Seek, Write};
 use std::path::{Path, PathBuf};
@@ -20,6 +19,7 @@ use serde::{Deserialize, Serialize};
 use crate::device::{DeviceKind, DeviceList};
 use crate::fused::FlowAutodiff;
 use crate::hmc::{Chains, HmcConfig, Space, Start};
+use crate::host::block_on;
 use crate::ising::Target;
 use crate::mera::splitmix64;
 use crate::observables;

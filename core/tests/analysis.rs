@@ -2,7 +2,6 @@
 //! on Gaussians with known answers, latent against physical mutual information after training,
 //! and the `analyze` command end to end.
 
-use neuralrg::host::block_on;
 use std::process::Command;
 
 mod common;
@@ -13,6 +12,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::tensor::{Tensor, TensorData};
 use neuralrg::analysis::{mean_off_diagonal, mi_gaussian, mi_ksg, receptive_fields};
 use neuralrg::flow::Flow;
+use neuralrg::host::block_on;
 use neuralrg::ising::Target;
 use neuralrg::lattice::{Lattice, T_C};
 use neuralrg::mera::MeraConfig;

@@ -7,7 +7,6 @@
 //! Tolerances: f32 relative 1e-4 on outputs and log-determinants, 1e-3 on gradients; f64 1e-10.
 //! Relative differences are `|a - b| / max(|a|, |b|, 1)`, the largest over all entries.
 
-use neuralrg::host::block_on;
 use std::sync::Arc;
 
 use burn::backend::{Autodiff, Flex};
@@ -15,6 +14,7 @@ use burn::tensor::{Tensor, TensorData, TensorPrimitive};
 use neuralrg::agreement;
 use neuralrg::coupling::Direction;
 use neuralrg::fused::{self, FlowBackend, Kernel, LayerPlan, cpu};
+use neuralrg::host::block_on;
 use neuralrg::lattice::Lattice;
 use neuralrg::mera::MeraConfig;
 use neuralrg::train::{TrainConfig, Trainer};

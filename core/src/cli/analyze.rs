@@ -4,7 +4,6 @@
 //! Writes `pic/receptive_fields.{png,svg}`, `pic/mutual_information.{png,svg}` and the numbers
 //! behind them as CSV in `records/` (or in `--out`).
 
-use crate::host::block_on;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +12,7 @@ use crate::analysis::{self, LookConfig, ReceptiveField};
 use crate::cli;
 use crate::device::{BackendJob, DeviceKind, dispatch};
 use crate::fused::FlowAutodiff;
+use crate::host::block_on;
 use crate::lattice::Lattice;
 use crate::plot::{self, MiFigure, ReceptiveFigure};
 use crate::resources;

@@ -5,7 +5,6 @@
 //! Each measurement runs in a child process so that its peak memory (VmHWM) and its start-up
 //! are its own.
 
-use crate::host::block_on;
 use std::process::Command;
 use std::time::Instant;
 
@@ -13,6 +12,7 @@ use crate::cli;
 use crate::device::{BackendJob, DeviceKind, dispatch};
 use crate::fused::FlowAutodiff;
 use crate::fused::Kernel;
+use crate::host::block_on;
 use crate::lattice::T_C;
 use crate::train::{TrainConfig, Trainer};
 use clap::Parser;
