@@ -94,10 +94,10 @@ impl<B: FlowAutodiff> Lab for Session<B> {
     fn measure(&mut self, samples: usize) -> LocalFuture<'_, Measurement> {
         Box::pin(async move {
             let config = &self.trainer.config;
-            let (lattice, n) = (config.lattice, config.lattice.sites());
+            let (lattice, n) = (config.mera.lattice, config.mera.lattice.sites());
             let flow = self.trainer.flow_valid();
             let rng = &mut self.rng;
-            let batch = config.batch.min(samples);
+            let batch = config.optimizer.batch.min(samples);
             let d = sample::direct(&flow, &self.target, rng, samples, batch).await;
             let ess = sample::ess_fraction(&d.log_w);
             let shown = SHOWN_SAMPLES.min(samples) * n;
@@ -118,11 +118,11 @@ impl<B: FlowAutodiff> Lab for Session<B> {
     fn receptive_field(&mut self, site: usize) -> LocalFuture<'_, ReceptiveField> {
         Box::pin(async move {
             let config = &self.trainer.config;
-            let n = config.lattice.sites();
+            let n = config.mera.lattice.sites();
             let z: Vec<f64> = (0..LookConfig::quick().jacobian_samples * n)
                 .map(|_| StandardNormal.sample(&mut self.rng))
                 .collect();
-            analysis::receptive_fields(self.trainer.flow(), config.lattice, &z, &[site])
+            analysis::receptive_fields(self.trainer.flow(), config.mera.lattice, &z, &[site])
                 .await
                 .remove(0)
         })
@@ -130,7 +130,7 @@ impl<B: FlowAutodiff> Lab for Session<B> {
 
     fn mutual_information(&mut self) -> LocalFuture<'_, (Vec<f64>, Vec<f64>)> {
         Box::pin(async move {
-            let n = self.trainer.config.lattice.sites();
+            let n = self.trainer.config.mera.lattice.sites();
             let flow = self.trainer.flow_valid();
             let look = LookConfig::quick();
             let mh = sample::metropolis_parallel(

@@ -80,7 +80,7 @@ impl Ui {
     fn edit(&self, key: &str, value: &str) {
         let mut base = self.config.get_untracked();
         if key == "L" || key == "d" {
-            base.depth = None;
+            base.mera.depth = None;
         }
         match page_config(&format!("{}&{key}={value}", base.to_query())) {
             Ok(c) => {
@@ -126,7 +126,7 @@ pub const PAGE_MEMORY: u64 = 1 << 30;
 /// the value and what is allowed.
 pub fn page_config(query: &str) -> Result<TrainConfig, String> {
     let c = TrainConfig::from_query(query).map_err(|e| e.to_string())?;
-    let l = c.lattice.side();
+    let l = c.mera.lattice.side();
     if !PAGE_SIDES.contains(&l) {
         return Err(format!(
             "L = {l} is not offered in the page: 4, 8 or 16 (train larger lattices with the command line)"
@@ -139,7 +139,7 @@ pub fn page_config(query: &str) -> Result<TrainConfig, String> {
         ));
     }
     neuralrg::resources::check(
-        &format!("training at L={l} with batch {}", c.batch),
+        &format!("training at L={l} with batch {}", c.optimizer.batch),
         neuralrg::resources::training_bytes(&c, 4),
         Some(PAGE_MEMORY),
     )?;
@@ -166,7 +166,7 @@ fn report(result: Result<(), String>, ui: Ui) {
 fn draw_panels(ui: Ui) {
     let c = ui.canvases;
     // Exact energy and <m^2> of the setup (computed once per setup).
-    let exact = Memo::new(move |_| ui.config.with(|c| exact_values(c.lattice, c.t)));
+    let exact = Memo::new(move |_| ui.config.with(|c| exact_values(c.mera.lattice, c.t)));
     Effect::new(move |_| {
         let bound = ui.config.with(|c| c.relaxation().loss_bound());
         ui.out.train.with(|train| {
@@ -178,7 +178,7 @@ fn draw_panels(ui: Ui) {
         });
     });
     Effect::new(move |_| {
-        let lattice = ui.config.with_untracked(|c| c.lattice);
+        let lattice = ui.config.with_untracked(|c| c.mera.lattice);
         let epochs = ui
             .out
             .train
@@ -192,7 +192,7 @@ fn draw_panels(ui: Ui) {
         });
     });
     Effect::new(move |_| {
-        let lattice = ui.config.with_untracked(|c| c.lattice);
+        let lattice = ui.config.with_untracked(|c| c.mera.lattice);
         ui.out.field.with(|f| {
             if let Some(f) = f {
                 report(panels::field(c, lattice, f), ui);
@@ -200,7 +200,7 @@ fn draw_panels(ui: Ui) {
         });
     });
     Effect::new(move |_| {
-        let n = ui.config.with_untracked(|c| c.lattice.sites());
+        let n = ui.config.with_untracked(|c| c.mera.lattice.sites());
         ui.out.mi.with(|mi| {
             if let Some((z, x)) = mi {
                 report(panels::mutual_information(c, n, z.clone(), x.clone()), ui);
@@ -299,7 +299,7 @@ fn Panel(
 #[component]
 fn FieldPanel(ui: Ui) -> impl IntoView {
     let sites = move || {
-        let lattice = ui.config.with(|c| c.lattice);
+        let lattice = ui.config.with(|c| c.mera.lattice);
         let (rows, cols) = if lattice.dim() == 2 {
             (lattice.side(), lattice.side())
         } else {
@@ -392,7 +392,7 @@ fn Controls(ui: Ui) -> impl IntoView {
         }
     };
     let depths = move || {
-        let max = ui.config.with(|c| c.lattice.depth());
+        let max = ui.config.with(|c| c.mera.lattice.depth());
         (1..=max)
             .map(|d| view! { <option value=d.to_string()>{d}</option> })
             .collect_view()
@@ -400,7 +400,7 @@ fn Controls(ui: Ui) -> impl IntoView {
     view! {
         <section class="controls">
             <label title="Lattice side L (a power of two)">"L"
-                <select name="L" prop:value=get(|c| c.lattice.side().to_string())
+                <select name="L" prop:value=get(|c| c.mera.lattice.side().to_string())
                     on:change=move |ev| ui.edit("L", &event_target_value(&ev))>
                     <option value="4">"4"</option>
                     <option value="8">"8"</option>
@@ -408,7 +408,7 @@ fn Controls(ui: Ui) -> impl IntoView {
                 </select>
             </label>
             <label title="Dimension">"d"
-                <select name="d" prop:value=get(|c| c.lattice.dim().to_string())
+                <select name="d" prop:value=get(|c| c.mera.lattice.dim().to_string())
                     on:change=move |ev| ui.edit("d", &event_target_value(&ev))>
                     <option value="1">"1"</option>
                     <option value="2">"2"</option>
@@ -424,17 +424,17 @@ fn Controls(ui: Ui) -> impl IntoView {
                     on:click=move |_| ui.edit("T", &T_C.to_string())>"T_c"</button>
             </label>
             <label title="MERA levels built (1 to log2 L)">"depth"
-                <select name="depthMERA" prop:value=get(|c| c.depth().to_string())
+                <select name="depthMERA" prop:value=get(|c| c.mera.depth().to_string())
                     on:change=move |ev| ui.edit("depthMERA", &event_target_value(&ev))>
                     {depths}
                 </select>
             </label>
-            {number("nrepeat", "nrepeat", "Disentangler-decimator pairs per level", |c| c.nrepeat.to_string())}
-            {number("nlayers", "nlayers", "Coupling layers per RealNVP block", |c| c.nlayers.to_string())}
-            {number("nmlp", "nmlp", "Hidden layers per MLP", |c| c.nmlp.to_string())}
-            {number("nhidden", "nhidden", "Hidden width of the MLPs", |c| c.nhidden.to_string())}
-            {number("batch", "batch", "Samples per training step", |c| c.batch.to_string())}
-            {number("lr", "lr", "Adam learning rate", |c| c.lr.to_string())}
+            {number("nrepeat", "nrepeat", "Disentangler-decimator pairs per level", |c| c.mera.nrepeat.to_string())}
+            {number("nlayers", "nlayers", "Coupling layers per RealNVP block", |c| c.mera.nlayers.to_string())}
+            {number("nmlp", "nmlp", "Hidden layers per MLP", |c| c.mera.nmlp.to_string())}
+            {number("nhidden", "nhidden", "Hidden width of the MLPs", |c| c.mera.nhidden.to_string())}
+            {number("batch", "batch", "Samples per training step", |c| c.optimizer.batch.to_string())}
+            {number("lr", "lr", "Adam learning rate", |c| c.optimizer.lr.to_string())}
             {number("seed", "seed", "Seed of weights and samples", |c| c.seed.to_string())}
             <label title="Z2-symmetrized flow: q(x) = (q(x) + q(-x)) / 2">
                 <input type="checkbox" name="symmetry" prop:checked=move || ui.config.with(|c| c.symmetry)

@@ -67,7 +67,7 @@ async fn the_cpu_kernel_agrees_with_the_reference_in_wasm() {
 #[wasm_bindgen_test]
 async fn the_cpu_backend_trains_in_wasm() {
     let mut c = neuralrg::agreement::config();
-    c.lr = 0.02;
+    c.optimizer.lr = 0.02;
     let mut t = Trainer::<Autodiff<Flex>>::new(c, &Default::default()).expect("valid");
     let first = t.step().await.expect("finite").f;
     let mut last = first;

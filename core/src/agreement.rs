@@ -47,7 +47,7 @@ impl Agreement {
 pub fn config() -> TrainConfig {
     let mut config = TrainConfig::from_query("L=4&d=2&nlayers=2&nmlp=1&nhidden=8&batch=64&seed=7")
         .expect("valid");
-    config.lr = 1e-2;
+    config.optimizer.lr = 1e-2;
     config
 }
 
@@ -136,7 +136,7 @@ pub async fn kernels<B: FlowAutodiff>(device: &B::Device) -> KernelAgreement {
         let lattice = Lattice::new(l, d).expect("valid lattice");
         let config = MeraConfig {
             lattice,
-            depth: lattice.depth(),
+            depth: None,
             nrepeat: 1,
             nlayers: 4,
             nmlp: 2,

@@ -203,7 +203,7 @@ pub fn decode<B: FlowAutodiff>(
             return Err(CheckpointError::Mismatch(differ.join(", ")));
         }
     }
-    let config = &config.mera();
+    let config = &config.mera;
     let masks: Vec<Vec<u8>> = serde_json::from_slice(masks)
         .map_err(|e| CheckpointError::Record(format!("masks: {e}")))?;
     let flow = Flow {

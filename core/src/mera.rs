@@ -92,23 +92,65 @@ pub fn block_layers(lattice: Lattice, depth: usize, nrepeat: usize) -> Vec<Block
     layers
 }
 
-/// Architecture of the whole network.
+/// Architecture of the whole network: the architecture settings of a
+/// [`crate::train::TrainConfig`], declared here (names, documentation, defaults) once.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct MeraConfig {
+    /// Lattice side `L` and dimension `d`.
+    #[serde(flatten)]
+    #[cfg_attr(feature = "cli", command(flatten))]
     pub lattice: Lattice,
-    /// Levels built (`depthMERA`), `1..=log2 L`; sites above stay identity.
-    pub depth: usize,
-    /// Copies of the [disentangler, decimator] pair per level (`nrepeat`).
+    /// MERA levels to build (`depthMERA`), 1..=log2 L [default: all]; sites above stay identity.
+    #[serde(rename = "depthMERA")]
+    #[cfg_attr(
+        feature = "cli",
+        arg(long = "depth-mera", id = "depthMERA", alias = "depthMERA")
+    )]
+    pub depth: Option<usize>,
+    /// Copies of the [disentangler, decimator] pair per MERA level.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = MeraConfig::default().nrepeat))]
     pub nrepeat: usize,
-    /// Coupling layers per block bijector (`nlayers`).
+    /// Affine coupling layers per RealNVP block.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = MeraConfig::default().nlayers))]
     pub nlayers: usize,
-    /// Hidden layers per MLP (`nmlp`).
+    /// Hidden layers of each MLP in a coupling layer.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = MeraConfig::default().nmlp))]
     pub nmlp: usize,
-    /// Hidden width (`nhidden`).
+    /// Width of the MLPs' hidden layers.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = MeraConfig::default().nhidden))]
     pub nhidden: usize,
 }
 
+impl Default for MeraConfig {
+    /// The paper's network (`nlayers 10, nmlp 3, nhidden 10, nrepeat 1`, every level) on the
+    /// default lattice (8x8).
+    fn default() -> Self {
+        Self {
+            lattice: Lattice::default(),
+            depth: None,
+            nrepeat: 1,
+            nlayers: 10,
+            nmlp: 3,
+            nhidden: 10,
+        }
+    }
+}
+
 impl MeraConfig {
+    /// The paper's network on `lattice`, every level.
+    pub fn paper(lattice: Lattice) -> Self {
+        Self {
+            lattice,
+            ..Self::default()
+        }
+    }
+
+    /// Levels built: `depthMERA`, or all `log2 L` levels.
+    pub fn depth(&self) -> usize {
+        self.depth.unwrap_or(self.lattice.depth())
+    }
+
     /// The configuration of each block bijector.
     pub fn block(&self) -> RealNvpConfig {
         RealNvpConfig {
@@ -121,7 +163,7 @@ impl MeraConfig {
 
     /// Number of block bijectors, `2 * nrepeat * depth`.
     pub fn num_modules(&self) -> usize {
-        2 * self.nrepeat * self.depth
+        2 * self.nrepeat * self.depth()
     }
 
     /// Number of trainable parameters.
@@ -150,7 +192,7 @@ impl MeraConfig {
     /// The block layers' plans with these masks (one `nlayers x width` vector per module);
     /// refuses masks that do not fit the architecture.
     pub fn plans(&self, masks: Vec<Vec<u8>>) -> Result<Vec<Arc<LayerPlan>>, String> {
-        let layers = block_layers(self.lattice, self.depth, self.nrepeat);
+        let layers = block_layers(self.lattice, self.depth(), self.nrepeat);
         let block = self.block();
         if masks.len() != layers.len() {
             return Err(format!(

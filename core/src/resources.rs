@@ -24,12 +24,12 @@ const BASELINE: u64 = 16 << 20;
 
 /// Float values a training step keeps per sample.
 fn training_values(config: &TrainConfig) -> Option<u64> {
-    let lattice = config.lattice;
+    let lattice = config.mera.lattice;
     let n = lattice.sites() as u64;
     // Each MERA level halves the side: its sites shrink by 2^d.
     let shrink = 1u64 << lattice.dim();
     let (mut sites, mut level) = (0u64, n);
-    for _ in 0..config.depth() {
+    for _ in 0..config.mera.depth() {
         sites = sites.checked_add(level)?;
         level /= shrink;
     }
@@ -39,8 +39,8 @@ fn training_values(config: &TrainConfig) -> Option<u64> {
         1
     };
     let couplings = 2u64
-        .checked_mul(config.nrepeat as u64)?
-        .checked_mul(config.nlayers as u64)?;
+        .checked_mul(config.mera.nrepeat as u64)?
+        .checked_mul(config.mera.nlayers as u64)?;
     passes
         .checked_mul(couplings)?
         .checked_mul(sites)?
@@ -50,7 +50,7 @@ fn training_values(config: &TrainConfig) -> Option<u64> {
 /// Bytes of one training step at the configuration's batch (`float_bytes` 4 or 8).
 pub fn training_bytes(config: &TrainConfig, float_bytes: u64) -> Option<u64> {
     training_values(config)?
-        .checked_mul(config.batch as u64)?
+        .checked_mul(config.optimizer.batch as u64)?
         .checked_mul(float_bytes)?
         .checked_add(BASELINE)
 }
@@ -64,7 +64,7 @@ pub fn sampling_bytes(
     batch: usize,
     chains: usize,
 ) -> Option<u64> {
-    let sites = config.lattice.sites() as u64;
+    let sites = config.mera.lattice.sites() as u64;
     // The f64 fields, the spins drawn from them, their f32 and int8 copies for the files, and the
     // growth of the vectors that collect them: 28 bytes per value measured (Metropolis-Hastings,
     // n = 2,000,000 at L=4: 888 MB peak), 32 counted.
@@ -92,7 +92,7 @@ pub fn analysis_bytes(
     samples: usize,
     jacobians: usize,
 ) -> Option<u64> {
-    let sites = config.lattice.sites() as u64;
+    let sites = config.mera.lattice.sites() as u64;
     let stored = (samples as u64).checked_mul(sites)?.checked_mul(16)?;
     let covariances = sites.checked_mul(sites)?.checked_mul(8 * 4)?;
     let jac = training_values(config)?
@@ -178,7 +178,7 @@ mod tests {
             );
         }
         let mut big = TrainConfig::paper(4096, 2, 2.269).unwrap();
-        big.batch = usize::MAX / 2;
+        big.optimizer.batch = usize::MAX / 2;
         assert_eq!(training_bytes(&big, 8), None);
         assert!(
             check("train", None, Some(1))

@@ -400,15 +400,15 @@ fn measure<B: FlowAutodiff>(
         &flow,
         &target,
         &mut rng,
-        config.batch,
-        config.batch,
+        config.optimizer.batch,
+        config.optimizer.batch,
     ));
     let energies: Vec<f64> = chain
         .x
-        .chunks(config.lattice.sites())
-        .map(|x| observables::rao_blackwell(config.lattice, x).1)
+        .chunks(config.mera.lattice.sites())
+        .map(|x| observables::rao_blackwell(config.mera.lattice, x).1)
         .collect();
-    let obs = observables::measure(config.lattice, config.t, &chain.x, &mut rng);
+    let obs = observables::measure(config.mera.lattice, config.t, &chain.x, &mut rng);
     let hmc = if hmc_chains > 0 {
         let c = chains.get_or_insert_with(|| {
             Chains::new(
@@ -632,8 +632,8 @@ fn summarize(
         / w;
     let rel = params.config.relaxation();
     Summary {
-        l: params.config.lattice.side(),
-        d: params.config.lattice.dim(),
+        l: params.config.mera.lattice.side(),
+        d: params.config.mera.lattice.dim(),
         t: params.config.t,
         epochs: history.len(),
         f,
@@ -643,7 +643,7 @@ fn summarize(
         loss_bound: rel.loss_bound(),
         relative_error: rel.relative_error(f),
         seconds_per_epoch,
-        parameters: params.config.mera().num_params(),
+        parameters: params.config.mera.num_params(),
         folder: folder.to_path_buf(),
     }
 }

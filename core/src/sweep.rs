@@ -199,12 +199,9 @@ impl Grid {
         let mut runs = Vec::new();
         for &t in &settings.temperatures {
             for &depth in &depths {
-                let config = TrainConfig {
-                    t,
-                    depth: Some(depth),
-                    ..base.clone()
-                }
-                .for_run(settings.epochs);
+                let mut config = TrainConfig { t, ..base.clone() };
+                config.mera.depth = Some(depth);
+                let config = config.for_run(settings.epochs);
                 config.validate().map_err(bad)?;
                 // The temperature to full precision: two temperatures are two runs.
                 let name = format!("T{t:?}_depth{depth}");
@@ -315,7 +312,7 @@ impl Grid {
             .iter()
             .filter_map(|p| {
                 let s = read_summary(&p.options.folder)?;
-                (s.epochs >= p.options.epochs).then(|| SweepRow::new(p.config.depth(), &s))
+                (s.epochs >= p.options.epochs).then(|| SweepRow::new(p.config.mera.depth(), &s))
             })
             .collect();
         let folder = &self.settings.folder;

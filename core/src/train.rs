@@ -26,39 +26,22 @@ use crate::stats::mean_error;
 
 /// Everything that determines a training run's result (stored in `parameters.json`): each
 /// setting, its name, its documentation and its default ([`TrainConfig::default`], the paper's
-/// configuration) are declared here once. The `train` options (clap, with the `cli` feature),
-/// the sweep files' `[train]` table, the browser app's URL query and controls and
-/// `parameters.json` are all this struct's forms; a setting's name is its serde name.
+/// configuration) are declared once, here or in the two groups nested in it (the network,
+/// [`MeraConfig`], and the optimizer, [`OptimizerConfig`], both flattened: their settings sit
+/// beside the others in every form). The `train` options (clap, with the `cli` feature), the
+/// sweep files' `[train]` table, the browser app's URL query and `parameters.json` are all
+/// this struct's forms; a setting's name is its serde name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct TrainConfig {
-    /// Lattice side `L` and dimension `d`.
+    /// The network: lattice, MERA depth and the RealNVP blocks' shape.
     #[serde(flatten)]
     #[cfg_attr(feature = "cli", command(flatten))]
-    pub lattice: Lattice,
+    pub mera: MeraConfig,
     /// Temperature (> 0); the default is T_c = 2.269185...
     #[serde(rename = "T")]
     #[cfg_attr(feature = "cli", arg(short = 'T', id = "T", default_value_t = TrainConfig::default().t))]
     pub t: f64,
-    /// MERA levels to build (`depthMERA`), 1..=log2 L [default: all]; sites above stay identity.
-    #[serde(rename = "depthMERA")]
-    #[cfg_attr(
-        feature = "cli",
-        arg(long = "depth-mera", id = "depthMERA", alias = "depthMERA")
-    )]
-    pub depth: Option<usize>,
-    /// Copies of the [disentangler, decimator] pair per MERA level.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().nrepeat))]
-    pub nrepeat: usize,
-    /// Affine coupling layers per RealNVP block.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().nlayers))]
-    pub nlayers: usize,
-    /// Hidden layers of each MLP in a coupling layer.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().nmlp))]
-    pub nmlp: usize,
-    /// Width of the MLPs' hidden layers.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().nhidden))]
-    pub nhidden: usize,
     /// Z2-symmetrized flow, q(x) = (q(x) + q(-x)) / 2 (the default; --no-symmetry trains the
     /// plain flow with the Z2 penalty instead).
     #[cfg_attr(feature = "cli", arg(long = "no-symmetry", id = "symmetry", action = clap::ArgAction::SetFalse))]
@@ -66,14 +49,42 @@ pub struct TrainConfig {
     /// Weight of the Z2 penalty alpha * (<log q(x)> - <log q(-x)>) of the plain flow.
     #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().alpha))]
     pub alpha: f64,
+    /// The optimizer: batch, Adam's rate and weight decay, clipping, schedule.
+    #[serde(flatten)]
+    #[cfg_attr(feature = "cli", command(flatten))]
+    pub optimizer: OptimizerConfig,
+    /// Seed of the weights, masks and sample streams.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().seed))]
+    pub seed: u64,
+}
+
+impl Default for TrainConfig {
+    /// The paper's configuration: its network ([`MeraConfig::default`], 8x8) and optimizer
+    /// ([`OptimizerConfig::default`]), symmetrized, at `T_c`, seed 1.
+    fn default() -> Self {
+        Self {
+            mera: MeraConfig::default(),
+            t: crate::lattice::T_C,
+            symmetry: true,
+            alpha: 1.0,
+            optimizer: OptimizerConfig::default(),
+            seed: 1,
+        }
+    }
+}
+
+/// The optimizer's settings of a [`TrainConfig`].
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "cli", derive(clap::Args))]
+pub struct OptimizerConfig {
     /// Samples per epoch (one Adam step on a fresh batch each).
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().batch))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = OptimizerConfig::default().batch))]
     pub batch: usize,
     /// Adam learning rate.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().lr))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = OptimizerConfig::default().lr))]
     pub lr: f64,
     /// Coupled L2 weight decay of Adam.
-    #[cfg_attr(feature = "cli", arg(long = "weight-decay", id = "weight_decay", alias = "weightDecay", default_value_t = TrainConfig::default().weight_decay))]
+    #[cfg_attr(feature = "cli", arg(long = "weight-decay", id = "weight_decay", alias = "weightDecay", default_value_t = OptimizerConfig::default().weight_decay))]
     pub weight_decay: f64,
     /// Clip each parameter tensor's gradient to this L2 norm [default: off].
     #[cfg_attr(feature = "cli", arg(long))]
@@ -83,32 +94,17 @@ pub struct TrainConfig {
     #[serde(default)]
     #[cfg_attr(feature = "cli", command(flatten))]
     pub schedule: Schedule,
-    /// Seed of the weights, masks and sample streams.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = TrainConfig::default().seed))]
-    pub seed: u64,
 }
 
-impl Default for TrainConfig {
-    /// The paper's configuration (`nlayers 10, nmlp 3, nhidden 10, nrepeat 1`, full depth,
-    /// symmetrized, batch 512, Adam lr 1e-3 with weight decay 1e-3, constant rate) on the default
-    /// lattice (8x8) at `T_c`, seed 1.
+impl Default for OptimizerConfig {
+    /// The paper's: batch 512, Adam lr 1e-3 with weight decay 1e-3, no clipping, constant rate.
     fn default() -> Self {
         Self {
-            lattice: Lattice::default(),
-            t: crate::lattice::T_C,
-            depth: None,
-            nrepeat: 1,
-            nlayers: 10,
-            nmlp: 3,
-            nhidden: 10,
-            symmetry: true,
-            alpha: 1.0,
             batch: 512,
             lr: 1e-3,
             weight_decay: 1e-3,
             clip: None,
             schedule: Schedule::default(),
-            seed: 1,
         }
     }
 }
@@ -276,7 +272,7 @@ impl TrainConfig {
     /// temperature `t`.
     pub fn paper(l: usize, d: usize, t: f64) -> Result<Self, ConfigError> {
         let config = Self {
-            lattice: Lattice::new(l, d)?,
+            mera: MeraConfig::paper(Lattice::new(l, d)?),
             t,
             ..Self::default()
         };
@@ -284,27 +280,22 @@ impl TrainConfig {
         Ok(config)
     }
 
-    /// MERA levels built: `depthMERA`, or all `log2 L` levels.
-    pub fn depth(&self) -> usize {
-        self.depth.unwrap_or(self.lattice.depth())
-    }
-
     /// The configuration as a run of `epochs` epochs stores it: the MERA depth written out, and
     /// a cosine schedule that names no end ending at the run's last epoch.
     pub fn for_run(mut self, epochs: usize) -> Self {
-        self.depth = Some(self.depth());
-        if self.schedule.kind == ScheduleKind::Cosine {
-            self.schedule.epochs.get_or_insert(epochs);
+        self.mera.depth = Some(self.mera.depth());
+        if self.optimizer.schedule.kind == ScheduleKind::Cosine {
+            self.optimizer.schedule.epochs.get_or_insert(epochs);
         }
         self
     }
 
     /// Checks every value; the message names the value and what is allowed.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let lat = Lattice::new(self.lattice.side(), self.lattice.dim())?;
+        let lat = Lattice::new(self.mera.lattice.side(), self.mera.lattice.dim())?;
         check_temperature(self.t)?;
         let max_depth = lat.depth();
-        if let Some(depth) = self.depth.filter(|d| !(1..=max_depth).contains(d)) {
+        if let Some(depth) = self.mera.depth.filter(|d| !(1..=max_depth).contains(d)) {
             return Err(bad(
                 "depthMERA",
                 depth,
@@ -312,41 +303,41 @@ impl TrainConfig {
             ));
         }
         for (name, v) in [
-            ("nrepeat", self.nrepeat),
-            ("nlayers", self.nlayers),
-            ("nmlp", self.nmlp),
-            ("nhidden", self.nhidden),
-            ("batch", self.batch),
+            ("nrepeat", self.mera.nrepeat),
+            ("nlayers", self.mera.nlayers),
+            ("nmlp", self.mera.nmlp),
+            ("nhidden", self.mera.nhidden),
+            ("batch", self.optimizer.batch),
         ] {
             if v == 0 {
                 return Err(bad(name, v, "an integer >= 1"));
             }
         }
-        if !(self.lr.is_finite() && self.lr > 0.0) {
-            return Err(bad("lr", self.lr, "a finite number > 0"));
+        if !(self.optimizer.lr.is_finite() && self.optimizer.lr > 0.0) {
+            return Err(bad("lr", self.optimizer.lr, "a finite number > 0"));
         }
         if !(self.alpha.is_finite() && self.alpha >= 0.0) {
             return Err(bad("alpha", self.alpha, "a finite number >= 0"));
         }
-        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+        if !(self.optimizer.weight_decay.is_finite() && self.optimizer.weight_decay >= 0.0) {
             return Err(bad(
                 "weight-decay",
-                self.weight_decay,
+                self.optimizer.weight_decay,
                 "a finite number >= 0",
             ));
         }
-        if let Some(c) = self.clip.filter(|c| !(c.is_finite() && *c > 0.0)) {
+        if let Some(c) = self.optimizer.clip.filter(|c| !(c.is_finite() && *c > 0.0)) {
             return Err(bad("clip", c, "a finite number > 0"));
         }
-        if let Some(epochs) = self.schedule.epochs
-            && self.schedule.kind == ScheduleKind::Cosine
-            && (epochs == 0 || self.schedule.warmup >= epochs)
+        if let Some(epochs) = self.optimizer.schedule.epochs
+            && self.optimizer.schedule.kind == ScheduleKind::Cosine
+            && (epochs == 0 || self.optimizer.schedule.warmup >= epochs)
         {
             return Err(bad(
                 "schedule",
                 format!(
                     "cosine over {epochs} epochs with {} warm-up epochs",
-                    self.schedule.warmup
+                    self.optimizer.schedule.warmup
                 ),
                 "at least one epoch after the warm-up",
             ));
@@ -414,51 +405,44 @@ impl TrainConfig {
     pub fn run_name(&self) -> String {
         format!(
             "L{}_d{}_T{:.4}_depth{}_nl{}_nm{}_nh{}_nr{}{}",
-            self.lattice.side(),
-            self.lattice.dim(),
+            self.mera.lattice.side(),
+            self.mera.lattice.dim(),
             self.t,
-            self.depth(),
-            self.nlayers,
-            self.nmlp,
-            self.nhidden,
-            self.nrepeat,
+            self.mera.depth(),
+            self.mera.nlayers,
+            self.mera.nmlp,
+            self.mera.nhidden,
+            self.mera.nrepeat,
             if self.symmetry { "_sym" } else { "" }
         )
     }
 
-    /// The network architecture.
-    pub fn mera(&self) -> MeraConfig {
-        MeraConfig {
-            lattice: self.lattice,
-            depth: self.depth(),
-            nrepeat: self.nrepeat,
-            nlayers: self.nlayers,
-            nmlp: self.nmlp,
-            nhidden: self.nhidden,
-        }
-    }
-
     /// The relaxation target's constants.
     pub fn relaxation(&self) -> Relaxation {
-        Relaxation::new(self.lattice, self.t).expect("validated temperature")
+        Relaxation::new(self.mera.lattice, self.t).expect("validated temperature")
     }
 
     /// A fresh flow with weights from the seed.
     pub fn init_flow<B: burn::tensor::backend::Backend>(&self, device: &B::Device) -> Flow<B> {
         Flow {
-            mera: self.mera().init(self.seed, device),
+            mera: self.mera.init(self.seed, device),
             symmetric: self.symmetry,
         }
     }
 
     /// The Adam optimizer of the spec.
-    pub fn optimizer<B: FlowAutodiff>(&self) -> OptimizerAdaptor<Adam, Flow<B>, B> {
+    pub fn adam<B: FlowAutodiff>(&self) -> OptimizerAdaptor<Adam, Flow<B>, B> {
         AdamConfig::new()
             .with_epsilon(1e-8)
             .with_weight_decay(
-                (self.weight_decay > 0.0).then(|| WeightDecayConfig::new(self.weight_decay as f32)),
+                (self.optimizer.weight_decay > 0.0)
+                    .then(|| WeightDecayConfig::new(self.optimizer.weight_decay as f32)),
             )
-            .with_grad_clipping(self.clip.map(|c| GradientClippingConfig::Norm(c as f32)))
+            .with_grad_clipping(
+                self.optimizer
+                    .clip
+                    .map(|c| GradientClippingConfig::Norm(c as f32)),
+            )
             .init()
     }
 
@@ -590,7 +574,7 @@ impl<B: FlowAutodiff> Trainer<B> {
         config.validate()?;
         let target = Target::new(config.relaxation(), device);
         let flow = config.init_flow(device);
-        let optim = config.optimizer();
+        let optim = config.adam();
         Ok(Self {
             config,
             flow: Some(flow),
@@ -639,13 +623,13 @@ impl<B: FlowAutodiff> Trainer<B> {
         let epoch = self.epoch + 1;
         let flow = self.flow.take().expect("flow present between steps");
         let device = flow.mera.device();
-        let batch = self.config.batch;
+        let batch = self.config.optimizer.batch;
         let rows = self.peers.as_ref().map_or(0..batch, |p| p.rows(batch));
         let mut rng = self.config.epoch_rng(epoch);
         let z = normal_noise_rows::<B>(
             &mut rng,
             batch,
-            self.config.lattice.sites(),
+            self.config.mera.lattice.sites(),
             rows.clone(),
             &device,
         );
@@ -687,7 +671,11 @@ impl<B: FlowAutodiff> Trainer<B> {
         if let Some(peers) = &self.peers {
             grads = sum_gradients(peers.as_ref(), &flow, grads);
         }
-        let lr = self.config.schedule.lr(self.config.lr, epoch);
+        let lr = self
+            .config
+            .optimizer
+            .schedule
+            .lr(self.config.optimizer.lr, epoch);
         self.flow = Some(self.optim.step(lr, flow, grads));
         self.epoch = epoch;
         let me = mean_error(fs);

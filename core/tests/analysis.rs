@@ -33,7 +33,7 @@ fn jacobian_columns_match_central_differences() {
         let n = lattice.sites();
         let config = MeraConfig {
             lattice,
-            depth: lattice.depth(),
+            depth: None,
             nrepeat: 1,
             nlayers: 4,
             nmlp: 2,
@@ -122,14 +122,14 @@ fn mutual_information_estimators_recover_known_values() {
 #[test]
 fn the_trained_flow_removes_most_mutual_information() {
     let mut config = TrainConfig::paper(8, 2, T_C).unwrap();
-    config.batch = 256;
+    config.optimizer.batch = 256;
     let mut trainer = Trainer::<Autodiff<Flex>>::new(config.clone(), &Default::default()).unwrap();
     for _ in 0..60 {
         block_on(trainer.step()).unwrap();
     }
     let flow = trainer.flow_valid();
     let target = Target::<Flex>::new(config.relaxation(), &Default::default());
-    let n = config.lattice.sites();
+    let n = config.mera.lattice.sites();
     let chain = block_on(sample::metropolis_parallel(
         &flow,
         &target,

@@ -225,18 +225,18 @@ fn the_papers_command_line_works_verbatim() {
     let c = &params.config;
     assert_eq!(
         (
-            c.lattice.side(),
-            c.batch,
-            c.nlayers,
-            c.nmlp,
-            c.nhidden,
-            c.nrepeat
+            c.mera.lattice.side(),
+            c.optimizer.batch,
+            c.mera.nlayers,
+            c.mera.nmlp,
+            c.mera.nhidden,
+            c.mera.nrepeat
         ),
         (16, 512, 10, 3, 10, 1)
     );
     assert!(c.symmetry);
     assert_eq!(params.options.save_period, 100);
-    assert_eq!(c.mera().num_params(), 50_560);
+    assert_eq!(c.mera.num_params(), 50_560);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         stdout.contains("relative error") && stdout.contains("-592.875740"),

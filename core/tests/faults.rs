@@ -211,7 +211,7 @@ fn load_applies_what_may_change_and_refuses_the_rest() {
         "{err}"
     );
     let p = run::read_parameters(&dir).unwrap();
-    assert_eq!((p.config.lr, p.options.epochs), (0.002, 3));
+    assert_eq!((p.config.optimizer.lr, p.options.epochs), (0.002, 3));
     assert_eq!(
         p.options.keep, 1,
         "--keep not given: the stored value stays"

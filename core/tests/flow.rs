@@ -23,7 +23,7 @@ fn config(l: usize, d: usize, nrepeat: usize) -> MeraConfig {
     let lattice = Lattice::new(l, d).unwrap();
     MeraConfig {
         lattice,
-        depth: lattice.depth(),
+        depth: None,
         nrepeat,
         nlayers: 4,
         nmlp: 2,
@@ -265,7 +265,7 @@ fn parameter_counts_match_the_spec() {
         let lattice = Lattice::new(l, 2).unwrap();
         let c = MeraConfig {
             lattice,
-            depth: lattice.depth(),
+            depth: None,
             nrepeat: 1,
             nlayers: 10,
             nmlp: 3,

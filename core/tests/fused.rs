@@ -53,7 +53,7 @@ fn config(l: usize, d: usize) -> MeraConfig {
     let lattice = Lattice::new(l, d).unwrap();
     MeraConfig {
         lattice,
-        depth: lattice.depth(),
+        depth: None,
         nrepeat: 1,
         nlayers: 4,
         nmlp: 2,

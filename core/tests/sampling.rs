@@ -50,7 +50,11 @@ fn features(x: &[f64]) -> Vec<(f64, f64, f64)> {
 
 fn trained() -> (TrainConfig, Trainer<B>) {
     let mut config = TrainConfig::paper(L, 1, T).unwrap();
-    (config.nlayers, config.nhidden, config.batch) = (4, 8, 256);
+    (
+        config.mera.nlayers,
+        config.mera.nhidden,
+        config.optimizer.batch,
+    ) = (4, 8, 256);
     let mut trainer = Trainer::<B>::new(config.clone(), &Default::default()).unwrap();
     for _ in 0..300 {
         block_on(trainer.step()).unwrap();

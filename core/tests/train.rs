@@ -50,8 +50,8 @@ fn paper_configuration_at_l4_reaches_the_bound() {
 #[test]
 fn a_huge_learning_rate_is_caught_by_the_nan_guard() {
     let mut config = TrainConfig::paper(4, 2, T_C).unwrap();
-    config.lr = 1e6;
-    config.batch = 64;
+    config.optimizer.lr = 1e6;
+    config.optimizer.batch = 64;
     let mut trainer = Trainer::<Autodiff<Flex>>::new(config, &Default::default()).unwrap();
     let err = (0..200)
         .find_map(|_| block_on(trainer.step()).err())
@@ -69,18 +69,18 @@ fn a_huge_learning_rate_is_caught_by_the_nan_guard() {
 #[test]
 fn the_url_query_round_trips_the_configuration() {
     let mut c = TrainConfig::paper(16, 1, 1.7).unwrap();
-    c.depth = Some(2);
-    c.nrepeat = 2;
-    c.nlayers = 4;
-    c.nmlp = 2;
-    c.nhidden = 7;
-    c.batch = 96;
-    c.lr = 0.0031;
+    c.mera.depth = Some(2);
+    c.mera.nrepeat = 2;
+    c.mera.nlayers = 4;
+    c.mera.nmlp = 2;
+    c.mera.nhidden = 7;
+    c.optimizer.batch = 96;
+    c.optimizer.lr = 0.0031;
     c.symmetry = false;
     c.alpha = 0.5;
-    c.weight_decay = 0.0;
-    c.clip = Some(2.5);
-    c.schedule = Schedule::cosine(300, 20);
+    c.optimizer.weight_decay = 0.0;
+    c.optimizer.clip = Some(2.5);
+    c.optimizer.schedule = Schedule::cosine(300, 20);
     c.seed = 12345678901;
     let q = c.to_query();
     assert_eq!(TrainConfig::from_query(&q).unwrap(), c, "{q}");
@@ -89,8 +89,8 @@ fn the_url_query_round_trips_the_configuration() {
     let defaults = TrainConfig::from_query("").unwrap();
     assert_eq!(defaults, TrainConfig::paper(8, 2, T_C).unwrap());
     let partial = TrainConfig::from_query("L=4&T=2.5&nhidden=5&unknown=1").unwrap();
-    assert_eq!((partial.lattice.side(), partial.t), (4, 2.5));
-    assert_eq!((partial.nhidden, partial.depth()), (5, 2));
+    assert_eq!((partial.mera.lattice.side(), partial.t), (4, 2.5));
+    assert_eq!((partial.mera.nhidden, partial.mera.depth()), (5, 2));
     assert_eq!(
         TrainConfig::unknown_in_query("L=4&unknown=1&schedule.end=3"),
         ["schedule.end", "unknown"]
@@ -149,7 +149,7 @@ fn parameters_of_earlier_versions_still_read() {
         "nmlp":3,"nhidden":10,"symmetry":true,"alpha":1.0,"batch":512,"lr":0.001,
         "weight_decay":0.001,"clip":null,"seed":1"#;
     let mut expected = TrainConfig::paper(16, 2, neuralrg::lattice::T_C).unwrap();
-    expected.depth = Some(4);
+    expected.mera.depth = Some(4);
     for (tail, schedule) in [
         ("}", Schedule::constant()),
         (r#","schedule":{"kind":"constant"}}"#, Schedule::constant()),
@@ -159,20 +159,18 @@ fn parameters_of_earlier_versions_still_read() {
         ),
     ] {
         let read: TrainConfig = serde_json::from_str(&format!("{old}{tail}")).unwrap();
-        assert_eq!(
-            read,
-            TrainConfig {
-                schedule,
-                ..expected.clone()
-            },
-            "{tail}"
-        );
+        let mut want = expected.clone();
+        want.optimizer.schedule = schedule;
+        assert_eq!(read, want, "{tail}");
         let again: TrainConfig = serde_json::from_value(read.as_value()).unwrap();
         assert_eq!(again, read);
     }
     // A run stores its depth and its cosine's end.
     let mut c = TrainConfig::paper(8, 2, 2.5).unwrap();
-    c.schedule.kind = neuralrg::train::ScheduleKind::Cosine;
+    c.optimizer.schedule.kind = neuralrg::train::ScheduleKind::Cosine;
     let stored = c.for_run(300);
-    assert_eq!((stored.depth, stored.schedule.epochs), (Some(3), Some(300)));
+    assert_eq!(
+        (stored.mera.depth, stored.optimizer.schedule.epochs),
+        (Some(3), Some(300))
+    );
 }

@@ -121,7 +121,7 @@ fn run_cli(args: Cli) -> Result<(), RunError> {
         &format!(
             "analyzing {} samples of {} sites",
             args.look.samples,
-            params.config.lattice.sites()
+            params.config.mera.lattice.sites()
         ),
         need,
         args.device.is_gpu(),
@@ -157,7 +157,7 @@ fn go<B: FlowAutodiff>(
     params: run::Parameters,
     device: B::Device,
 ) -> Result<(), RunError> {
-    let lattice = params.config.lattice;
+    let lattice = params.config.mera.lattice;
     let n = lattice.sites();
     let trainer = run::load_trainer::<B>(&args.folder, &params.config, &device)?;
     let chosen: Vec<usize> = args

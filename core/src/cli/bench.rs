@@ -87,7 +87,7 @@ fn measure<B: FlowAutodiff>(
     kernel: Kernel,
 ) -> Row {
     let mut config = TrainConfig::paper(l, 2, T_C).expect("valid paper configuration");
-    config.batch = batch;
+    config.optimizer.batch = batch;
     let t0 = Instant::now();
     let mut trainer = Trainer::<B>::new(config.clone(), &device).expect("valid");
     trainer.set_kernel(kernel);
@@ -111,7 +111,7 @@ fn measure<B: FlowAutodiff>(
     Row {
         backend: name.into(),
         l,
-        params: config.mera().num_params(),
+        params: config.mera.num_params(),
         startup_s,
         seconds_per_epoch,
         samples_per_second,
@@ -481,7 +481,7 @@ fn epoch_seconds(l: usize, replicas: usize, args: &Args) -> f64 {
     use crate::device::{DevicesJob, dispatch_all};
     use crate::run::{self, Parameters, RunOptions};
     let mut config = TrainConfig::paper(l, 2, T_C).expect("valid paper configuration");
-    config.batch = args.batch;
+    config.optimizer.batch = args.batch;
     let epochs = args.epochs + 2;
     let folder = std::env::temp_dir().join(format!(
         "neuralrg-bench-{}-L{l}-r{replicas}",

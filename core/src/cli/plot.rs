@@ -62,7 +62,7 @@ fn run_cli(args: Cli) -> Result<(), RunError> {
         )));
     }
     let params = run::read_parameters(&args.folder)?;
-    let lattice = params.config.lattice;
+    let lattice = params.config.mera.lattice;
     let exact = exact_values(lattice, params.config.t);
     let known = match args.observable {
         Observable::Energy => Some(exact.energy_per_site),

@@ -69,7 +69,7 @@ fn run_cli(args: Cli) -> Result<(), RunError> {
         &format!(
             "sampling {} configurations of {} sites",
             d.n,
-            params.config.lattice.sites()
+            params.config.mera.lattice.sites()
         ),
         need,
         args.device.is_gpu(),
@@ -87,7 +87,7 @@ impl BackendJob for Job {
     type Output = Result<(), RunError>;
     fn run<B: FlowAutodiff>(self, device: B::Device) -> Self::Output {
         let Job { args, params } = self;
-        let lattice = params.config.lattice;
+        let lattice = params.config.mera.lattice;
         let n_sites = lattice.sites();
         let trainer = run::load_trainer::<B>(&args.folder, &params.config, &device)?;
         let mut rng = StdRng::seed_from_u64(args.seed);

@@ -330,7 +330,11 @@ impl BackendJob for Train<'_> {
             let folder = params.options.folder.clone();
             let label = sweep.label(
                 &params,
-                &format!("T={:?} depth={}", params.config.t, params.config.depth()),
+                &format!(
+                    "T={:?} depth={}",
+                    params.config.t,
+                    params.config.mera.depth()
+                ),
             );
             let resume = match sweep.state(&params)? {
                 State::Finished => {

@@ -124,10 +124,10 @@ fn resumed(
         )));
     }
     if given.contains("lr") {
-        stored.config.lr = config.lr;
+        stored.config.optimizer.lr = config.optimizer.lr;
     }
     if given.contains("clip") {
-        stored.config.clip = config.clip;
+        stored.config.optimizer.clip = config.optimizer.clip;
     }
     let o = &mut stored.options;
     // Each run option given on the command line replaces the stored one.
@@ -219,8 +219,8 @@ fn run_cli(cli: Cli, given: cli::Given) -> Result<(), RunError> {
             version: env!("CARGO_PKG_VERSION").into(),
         }
     };
-    if let Some(epochs) = params.config.schedule.epochs
-        && params.config.schedule.kind == ScheduleKind::Cosine
+    if let Some(epochs) = params.config.optimizer.schedule.epochs
+        && params.config.optimizer.schedule.kind == ScheduleKind::Cosine
         && params.options.epochs > epochs
     {
         return Err(RunError::Input(format!(
@@ -270,9 +270,9 @@ pub(crate) fn check_memory(
     let need = resources::training_bytes(config, if double { 8 } else { 4 });
     let what = format!(
         "training at L={} d={} with batch {}",
-        config.lattice.side(),
-        config.lattice.dim(),
-        config.batch
+        config.mera.lattice.side(),
+        config.mera.lattice.dim(),
+        config.optimizer.batch
     );
     resources::check_here(&what, need, device.is_gpu()).map_err(RunError::Input)
 }
@@ -309,12 +309,12 @@ fn go<B: FlowAutodiff>(
     let c = &params.config;
     eprintln!(
         "neuralrg: L={} d={} T={} on {} ({}), {} parameters, bound -ln Z_x = {:.6}",
-        c.lattice.side(),
-        c.lattice.dim(),
+        c.mera.lattice.side(),
+        c.mera.lattice.dim(),
         c.t,
         params.backend,
         if params.options.double { "f64" } else { "f32" },
-        c.mera().num_params(),
+        c.mera.num_params(),
         rel.loss_bound()
     );
     let bar = ProgressBar::new(params.options.epochs as u64);
