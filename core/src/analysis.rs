@@ -144,28 +144,30 @@ pub async fn receptive_fields<B: FlowAutodiff>(
 /// taken through the more probable sign branch of a symmetrized flow ([`Flow::orient`]):
 /// without this the latent statistics are dominated by the `x -> -x` bimodality.
 pub async fn latents<B: FlowBackend>(flow: &Flow<B>, x: &[f64]) -> Vec<f64> {
-    let n = flow.mera.sites();
-    let device = flow.mera.device();
-    let mut z = Vec::with_capacity(x.len());
-    for rows in x.chunks(512 * n) {
-        let xt =
-            Tensor::<B, 2>::from_data(TensorData::new(rows.to_vec(), [rows.len() / n, n]), &device);
-        z.extend(read(flow.mera.infer(flow.orient(xt)).0).await);
-    }
-    z
+    through_oriented(flow, x, |xt| flow.mera.infer(xt).0).await
 }
 
 /// The variables after the first `layers` block layers of the inference direction `x -> z`
 /// (the partial RG of the paper's layer-by-layer mutual information), of physical samples `x`
 /// (row-major `[samples, N]`), each through its more probable sign branch as in [`latents`].
 pub async fn layer_outputs<B: FlowBackend>(flow: &Flow<B>, x: &[f64], layers: usize) -> Vec<f64> {
+    through_oriented(flow, x, |xt| flow.mera.infer_partial(xt, layers)).await
+}
+
+/// `map` applied to physical samples `x` (row-major `[samples, N]`), 512 at a time, each taken
+/// through its more probable sign branch first ([`Flow::orient`]); the results on the host.
+async fn through_oriented<B: FlowBackend>(
+    flow: &Flow<B>,
+    x: &[f64],
+    map: impl Fn(Tensor<B, 2>) -> Tensor<B, 2>,
+) -> Vec<f64> {
     let n = flow.mera.sites();
     let device = flow.mera.device();
     let mut out = Vec::with_capacity(x.len());
     for rows in x.chunks(512 * n) {
         let xt =
             Tensor::<B, 2>::from_data(TensorData::new(rows.to_vec(), [rows.len() / n, n]), &device);
-        out.extend(read(flow.mera.infer_partial(flow.orient(xt), layers)).await);
+        out.extend(read(map(flow.orient(xt))).await);
     }
     out
 }

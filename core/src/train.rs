@@ -244,10 +244,7 @@ impl TrainConfig {
     /// The settings on which `self` (`a`) and `other` (`b`) differ, by their `parameters.json`
     /// names (sorted).
     pub fn differences(&self, other: &TrainConfig) -> Vec<Difference> {
-        let (a, b) = (
-            serde_json::to_value(self).expect("configuration serializes"),
-            serde_json::to_value(other).expect("configuration serializes"),
-        );
+        let (a, b) = (self.as_value(), other.as_value());
         let (serde_json::Value::Object(a), serde_json::Value::Object(b)) = (a, b) else {
             unreachable!("a configuration serializes to an object")
         };
