@@ -12,6 +12,7 @@ use crate::fused::{FlowAutodiff, FlowBackend};
 use crate::flow::Flow;
 use crate::host::read;
 use crate::lattice::Lattice;
+use crate::mera::MeraConfig;
 
 /// The receptive field of a latent site: `dx_i/dz_k` for every physical site `i`.
 #[derive(Debug, Clone, PartialEq)]
@@ -152,6 +153,73 @@ pub async fn latents<B: FlowBackend>(flow: &Flow<B>, x: &[f64]) -> Vec<f64> {
 /// (row-major `[samples, N]`), each through its more probable sign branch as in [`latents`].
 pub async fn layer_outputs<B: FlowBackend>(flow: &Flow<B>, x: &[f64], layers: usize) -> Vec<f64> {
     through_oriented(flow, x, |xt| flow.mera.infer_partial(xt, layers)).await
+}
+
+/// One sample seen at every scale of the hierarchy: the renormalization group in pictures.
+/// Level `k` works on the sublattice of side `L / 2^k` (coordinates multiples of `2^k`); its
+/// block layers decimate three quarters of those sites in 2D (half in 1D) into latent variables
+/// and pass the rest, the sublattice of side `L / 2^(k+1)`, on to level `k + 1`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RgPicture {
+    pub lattice: Lattice,
+    /// The physical configuration `x` (site order), through its more probable sign branch as in
+    /// [`latents`].
+    pub x: Vec<f64>,
+    /// The levels built, from the finest.
+    pub levels: Vec<RgLevel>,
+}
+
+/// What one level of an [`RgPicture`] does to its sublattice.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RgLevel {
+    /// Side of the sublattice the level works on, `L / 2^k`.
+    pub side: usize,
+    /// The latent variables decimated at this level, on that sublattice (row-major, `side^d`
+    /// values; NaN at the sites that go on).
+    pub decimated: Vec<f64>,
+    /// The variables that go on to the next level, on the sublattice of side `side / 2`
+    /// (row-major). After the last level built they are latent variables too.
+    pub kept: Vec<f64>,
+}
+
+/// The sites of the sublattice with spacing `h` (coordinates multiples of `h`), row-major.
+fn sublattice(lattice: Lattice, h: usize) -> Vec<usize> {
+    let side = lattice.side() / h;
+    let rows = if lattice.dim() == 2 { side } else { 1 };
+    (0..rows)
+        .flat_map(|r| (0..side).map(move |c| (r, c)))
+        .map(|(r, c)| lattice.index(r * h, c * h))
+        .collect()
+}
+
+/// [`RgPicture`] of one physical configuration `x` (`N` values) through `flow`, whose
+/// architecture is `mera`.
+pub async fn rg_picture<B: FlowBackend>(flow: &Flow<B>, mera: &MeraConfig, x: &[f64]) -> RgPicture {
+    let lattice = mera.lattice;
+    let x = through_oriented(flow, x, |t| t).await;
+    let mut levels = Vec::new();
+    for k in 0..mera.depth() {
+        let h = 1usize << k;
+        let after = layer_outputs(flow, &x, 2 * mera.nrepeat * (k + 1)).await;
+        let here = sublattice(lattice, h);
+        let next = sublattice(lattice, 2 * h);
+        let decimated = here
+            .iter()
+            .map(|s| {
+                if next.contains(s) {
+                    f64::NAN
+                } else {
+                    after[*s]
+                }
+            })
+            .collect();
+        levels.push(RgLevel {
+            side: lattice.side() / h,
+            decimated,
+            kept: next.iter().map(|&s| after[s]).collect(),
+        });
+    }
+    RgPicture { lattice, x, levels }
 }
 
 /// `map` applied to physical samples `x` (row-major `[samples, N]`), 512 at a time, each taken

@@ -10,7 +10,9 @@ use common::{Jitter, assert_refused};
 use burn::backend::{Autodiff, Flex};
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::{Tensor, TensorData};
-use neuralrg::analysis::{mean_off_diagonal, mi_gaussian, mi_ksg, receptive_fields};
+use neuralrg::analysis::{
+    latents, mean_off_diagonal, mi_gaussian, mi_ksg, receptive_fields, rg_picture,
+};
 use neuralrg::flow::Flow;
 use neuralrg::host::block_on;
 use neuralrg::ising::Target;
@@ -237,5 +239,84 @@ fn analyze_writes_figures_and_refuses_bad_input() {
         ),
     ] {
         assert_refused(&run(analyze, &args), needle);
+    }
+}
+
+/// The RG picture's bookkeeping: each level works on the sublattice of side L / 2^k, passes a
+/// quarter of it (1D: half) on, and what it decimates plus what the last level passes on are
+/// exactly the latent variables `z`, each site once.
+#[test]
+fn the_rg_picture_decimates_every_latent_variable_once() {
+    type B = Flex;
+    for (l, d, nrepeat, depth, symmetric) in [
+        (4, 2, 1, None, false),
+        (8, 2, 2, Some(2), true),
+        (16, 1, 1, None, true),
+    ] {
+        let lattice = Lattice::new(l, d).unwrap();
+        let n = lattice.sites();
+        let config = MeraConfig {
+            lattice,
+            depth,
+            nrepeat,
+            nlayers: 4,
+            nmlp: 2,
+            nhidden: 8,
+        };
+        let flow = Flow::<B> {
+            mera: config.init(5, &Default::default()),
+            symmetric,
+        }
+        .map(&mut Jitter(StdRng::seed_from_u64(4), 0.3));
+        let mut rng = StdRng::seed_from_u64(9);
+        let x: Vec<f64> = (0..n).map(|_| rng.random_range(-2.0..2.0)).collect();
+        let picture = block_on(rg_picture(&flow, &config, &x));
+        let z = block_on(latents(&flow, &x));
+        let case = format!("L={l} d={d} nrepeat={nrepeat} depth={depth:?}");
+        assert_eq!(picture.levels.len(), config.depth(), "{case}");
+        if !symmetric {
+            let off = picture.x.iter().zip(&x).map(|(a, b)| (a - b).abs());
+            assert!(
+                off.fold(0.0, f64::max) < 1e-6,
+                "{case}: x is the configuration (f32)"
+            );
+        }
+        let mut seen = vec![None; n];
+        let mut put = |site: usize, v: f64| {
+            assert!(seen[site].is_none(), "{case}: site {site} twice");
+            seen[site] = Some(v);
+        };
+        for (k, level) in picture.levels.iter().enumerate() {
+            let h = 1 << k;
+            assert_eq!(level.side, l / h, "{case}, level {k}");
+            let rows = if d == 2 { level.side } else { 1 };
+            assert_eq!(
+                level.decimated.len(),
+                rows * level.side,
+                "{case}, level {k}"
+            );
+            let kept = level.decimated.iter().filter(|v| v.is_nan()).count();
+            assert_eq!(kept, level.kept.len(), "{case}, level {k}");
+            assert_eq!(kept * if d == 2 { 4 } else { 2 }, level.decimated.len());
+            for (i, &v) in level.decimated.iter().enumerate() {
+                if !v.is_nan() {
+                    let (r, c) = (i / level.side, i % level.side);
+                    put(lattice.index(r * h, c * h), v);
+                }
+            }
+        }
+        let last = picture.levels.last().unwrap();
+        let (h, side) = (l / (last.side / 2), last.side / 2);
+        for (i, &v) in last.kept.iter().enumerate() {
+            put(lattice.index((i / side) * h, (i % side) * h), v);
+        }
+        for (site, v) in seen.iter().enumerate() {
+            let v = v.unwrap_or_else(|| panic!("{case}: site {site} never decimated"));
+            assert!(
+                (v - z[site]).abs() <= 1e-5 * (1.0 + z[site].abs()),
+                "{case}: site {site}: picture {v}, latent {}",
+                z[site]
+            );
+        }
     }
 }
