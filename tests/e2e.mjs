@@ -7,7 +7,7 @@
 // Prints one line per check and a cargo-style summary line ("test result: ok. N passed; M
 // failed") that tests/run.sh counts.
 import { chromium } from 'playwright-core';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 
 const [base, out] = process.argv.slice(2);
 mkdirSync(out, { recursive: true });
@@ -81,6 +81,12 @@ async function waitDrawn(page, timeout) {
   } catch (_) { /* reported by the check that follows */ }
 }
 
+// Clicks `selector` and returns the bytes of the download it starts.
+async function download(page, selector) {
+  const [d] = await Promise.all([page.waitForEvent('download', { timeout: 60000 }), page.click(selector)]);
+  return readFileSync(await d.path());
+}
+
 async function trainingRun(label, webgpu) {
   const { browser, page, errors } = await open(webgpu);
   const run = webgpu ? RUNS.webgpu : RUNS.cpu;
@@ -112,12 +118,24 @@ async function trainingRun(label, webgpu) {
     check(`${label}: training runs`, epoch >= epochs,
       `epoch ${epoch} in ${((Date.now() - t0) / 1000).toFixed(1)} s ${await pageErrors(page)}`);
     check(`${label}: the loss falls`, f < f0 - 0.5, `F ${f0.toFixed(3)} -> ${f.toFixed(3)}, ${run.query}`);
-    // Panels: loss, samples, rates, observables, receptive field (click a site), MI.
+    // Panels: loss, samples, RG in pictures, rates, observables, receptive field (click a
+    // site), MI.
     await page.locator('.site').nth(5).click({ timeout: 120000 });
     await page.click('#mi', { timeout: 120000 });
     await waitDrawn(page, 240000);
     const ink = await drawnCanvases(page);
-    check(`${label}: all ${ink.length} canvases are drawn`, ink.length === 6 && ink.every(n => n > 500), ink.join(','));
+    check(`${label}: all ${ink.length} canvases are drawn`, ink.length === 7 && ink.every(n => n > 500), ink.join(','));
+    if (!webgpu) {
+      // Export: a panel as PNG, the history and the measurements as CSV.
+      const png = await download(page, '#panel-rg button.export');
+      const csv = (await download(page, '#csv')).toString();
+      const rows = csv.trim().split('\n');
+      const measured = (await download(page, '#csv-measurements')).toString().trim().split('\n');
+      check(`${label}: a panel downloads as PNG and the history as CSV`,
+        png.subarray(1, 4).toString() === 'PNG' && /^epoch,/.test(rows[0]) && rows.length === epoch + 1
+          && /mh_acceptance/.test(measured[0]) && measured.length >= 2,
+        `${png.length} bytes of PNG; ${rows.length - 1} rows: ${rows[0].slice(0, 60)}...; ${measured.length - 1} measurements`);
+    }
     check(`${label}: a clicked site is chosen`, (await page.locator('.site.chosen').count()) === 1);
     const shown = await pageErrors(page);
     check(`${label}: no error in the page or the console`, !shown && errors.length === 0, [shown, ...errors].join(' | '));
@@ -200,6 +218,23 @@ async function urlRoundTrip() {
       const l = await page2.locator('select[name=L]').inputValue();
       check(`an oversized URL (${query}) is refused in the page`, needle.test(text) && l === '8', `${text.trim()}; L = ${l}`);
     }
+    // Presets, by address and in the page.
+    await page2.goto(`${base}?preset=ordered&cpu=true`);
+    const ordered = (await page2.locator('select[name=preset]').inputValue()) === 'ordered'
+      && /T = 1\.800/.test(await page2.locator('label.temperature').textContent());
+    await page2.selectOption('select[name=preset]', 'chain');
+    await page2.waitForFunction(() => /d=1/.test(location.search));
+    const chain = (await page2.locator('select[name=d]').inputValue()) === '1'
+      && (await page2.locator('select[name=L]').inputValue()) === '16';
+    check('presets are chosen by address and in the page', ordered && chain, page2.url().split('?')[1]);
+    // Embedding: hide= hides controls and panels; unknown keys and names are reported.
+    await page2.goto(`${base}?preset=first-look&hide=controls,mi,bogus&colour=red&cpu=true`);
+    const hidden = await page2.locator('section.controls').isHidden() && await page2.locator('#panel-mi').isHidden()
+      && await page2.locator('#panel-loss').isVisible();
+    const unknown = (await page2.locator('#unknown').textContent()).trim();
+    check('hide= hides parts of the page; unknown address keys are reported', hidden
+      && /colour/.test(unknown) && /hide=bogus/.test(unknown) && /hide=controls,mi/.test(page2.url()), unknown);
+    await page2.screenshot({ path: `${out}/embedded.png`, fullPage: true });
   } finally {
     await browser.close();
   }

@@ -4,7 +4,7 @@
 use std::future::Future;
 use std::pin::Pin;
 
-use neuralrg::analysis::{self, LookConfig, ReceptiveField};
+use neuralrg::analysis::{self, LookConfig, ReceptiveField, RgPicture};
 use neuralrg::fused::FlowAutodiff;
 use neuralrg::ising::Target;
 use neuralrg::observables;
@@ -36,6 +36,8 @@ pub struct Measurement {
     pub energy: (f64, f64),
     /// `<m^2>` per site from the chain: mean, standard error.
     pub m2: (f64, f64),
+    /// The first sample at every scale of the hierarchy.
+    pub rg: RgPicture,
 }
 
 /// A training session on some backend (the trait object hides which).
@@ -99,6 +101,7 @@ impl<B: FlowAutodiff> Lab for Session<B> {
             let rng = &mut self.rng;
             let batch = config.optimizer.batch.min(samples);
             let d = sample::direct(&flow, &self.target, rng, samples, batch).await;
+            let rg = analysis::rg_picture(&flow, &config.mera, &d.x[..n]).await;
             let ess = sample::ess_fraction(&d.log_w);
             let shown = SHOWN_SAMPLES.min(samples) * n;
             let spins = observables::spins_from_fields(&d.x[..shown], rng);
@@ -111,6 +114,7 @@ impl<B: FlowAutodiff> Lab for Session<B> {
                 ess,
                 energy: (obs.energy_per_site.mean, obs.energy_per_site.stderr),
                 m2: (obs.m2.mean, obs.m2.stderr),
+                rg,
             }
         })
     }

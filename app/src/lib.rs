@@ -59,6 +59,8 @@ pub fn start() {
 struct Ui {
     config: RwSignal<TrainConfig>,
     prefer_cpu: RwSignal<bool>,
+    /// What the address hides (`hide=`), kept in the address.
+    hide: StoredValue<Vec<String>>,
     selected: RwSignal<Option<usize>>,
     canvases: Canvases,
     out: Outputs,
@@ -97,11 +99,34 @@ impl Ui {
         }
     }
 
+    /// Whether the address hides `part` (a panel or a part of the page, [`HIDEABLE`]).
+    fn hides(&self, part: &str) -> bool {
+        self.hide.with_value(|h| h.iter().any(|p| p == part))
+    }
+
+    /// Starts over from the preset `name` (nothing for an unknown name).
+    fn preset(&self, name: &str) {
+        if let Some(c) = presets()
+            .iter()
+            .find(|p| p.name == name)
+            .and_then(|p| page_config(&p.query).ok())
+        {
+            self.out.error.set(None);
+            self.config.set(c.clone());
+            self.request(Request::Reset(c));
+            self.write_url();
+        }
+    }
+
     /// The setup as the page's address (`history.replaceState`: no reload, no history spam).
     fn write_url(&self) {
         let mut query = self.config.get_untracked().to_query();
         if self.prefer_cpu.get_untracked() {
             query.push_str("&cpu=true");
+        }
+        let hide = self.hide.get_value();
+        if !hide.is_empty() {
+            query.push_str(&format!("&hide={}", hide.join(",")));
         }
         if let Some(w) = web_sys::window()
             && let Ok(h) = w.history()
@@ -109,6 +134,163 @@ impl Ui {
             let _ = h.replace_state_with_url(&JsValue::NULL, "", Some(&format!("?{query}")));
         }
     }
+}
+
+/// A named starting point for a lecture, chosen in the page or with `?preset=NAME`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preset {
+    pub name: &'static str,
+    pub label: &'static str,
+    /// Its settings in the address form (the rest are the defaults).
+    pub query: String,
+}
+
+/// The page's presets.
+pub fn presets() -> Vec<Preset> {
+    let tc = T_C;
+    [
+        (
+            "first-look",
+            "first look: 4x4 at T_c",
+            format!("L=4&d=2&T={tc}&nlayers=4&nmlp=2&nhidden=10&batch=256&lr=0.005"),
+        ),
+        ("critical", "critical 8x8", format!("L=8&d=2&T={tc}")),
+        ("ordered", "ordered 8x8, T=1.8", "L=8&d=2&T=1.8".to_string()),
+        (
+            "disordered",
+            "disordered 8x8, T=3.2",
+            "L=8&d=2&T=3.2".to_string(),
+        ),
+        ("chain", "1D chain, L=16, T=1", "L=16&d=1&T=1".to_string()),
+    ]
+    .into_iter()
+    .map(|(name, label, query)| Preset { name, label, query })
+    .collect()
+}
+
+/// What `hide=` can hide: the panels by name, and parts of the page.
+pub const HIDEABLE: [&str; 11] = [
+    "header",
+    "controls",
+    "stats",
+    "loss",
+    "samples",
+    "rg",
+    "rates",
+    "observables",
+    "field",
+    "mi",
+    "footer",
+];
+
+/// The page's own address keys, beside the settings (named as in `parameters.json`).
+pub const PAGE_KEYS: [&str; 3] = ["cpu", "preset", "hide"];
+
+/// The page's address, read.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Address {
+    /// The settings: the preset's, then those the address gives (which win).
+    pub settings: String,
+    /// Train on the CPU even where there is WebGPU (`cpu=true`).
+    pub cpu: bool,
+    /// The parts hidden (`hide=controls,mi`).
+    pub hide: Vec<String>,
+    /// What in the address the page does not know, one line each (shown in the page).
+    pub unknown: Vec<String>,
+}
+
+/// Reads the page's query (without `?`): presets, hidden parts, the CPU switch and the
+/// settings; names what it does not know instead of ignoring it.
+pub fn read_address(query: &str) -> Address {
+    let mut a = Address::default();
+    let mut preset = String::new();
+    for (key, value) in query.split('&').filter_map(|kv| kv.split_once('=')) {
+        match key {
+            "cpu" => a.cpu = value == "true",
+            "preset" => match presets().into_iter().find(|p| p.name == value) {
+                Some(p) => preset = p.query,
+                None => a.unknown.push(format!(
+                    "preset={value} is no preset (there are {})",
+                    presets()
+                        .iter()
+                        .map(|p| p.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )),
+            },
+            "hide" => {
+                for part in value.split(',').filter(|p| !p.is_empty()) {
+                    if HIDEABLE.contains(&part) {
+                        a.hide.push(part.to_string());
+                    } else {
+                        a.unknown.push(format!(
+                            "hide={part}: nothing of that name to hide (there are {})",
+                            HIDEABLE.join(", ")
+                        ));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let unknown: Vec<String> = TrainConfig::unknown_in_query(query)
+        .into_iter()
+        .filter(|k| !PAGE_KEYS.contains(&k.as_str()))
+        .collect();
+    if !unknown.is_empty() {
+        a.unknown.push(format!(
+            "the address has keys that are no setting, ignored: {} (settings are named as in parameters.json; the page's own keys are {})",
+            unknown.join(", "),
+            PAGE_KEYS.join(", ")
+        ));
+    }
+    a.settings = if preset.is_empty() {
+        query.to_string()
+    } else {
+        format!("{preset}&{query}")
+    };
+    a
+}
+
+/// Starts a download of `url` (a data or object URL) as the file `name`.
+fn download_url(url: &str, name: &str) {
+    if let Some(a) = web_sys::window()
+        .and_then(|w| w.document())
+        .and_then(|d| d.create_element("a").ok())
+    {
+        let a: web_sys::HtmlAnchorElement = a.unchecked_into();
+        a.set_href(url);
+        a.set_download(name);
+        a.click();
+    }
+}
+
+/// Downloads `text` as the file `name` (of type `mime`).
+fn download_text(text: &str, name: &str, mime: &str) -> Result<(), String> {
+    let parts = js_sys::Array::of1(&JsValue::from_str(text));
+    let bag = web_sys::BlobPropertyBag::new();
+    bag.set_type(mime);
+    let blob = web_sys::Blob::new_with_str_sequence_and_options(&parts, &bag)
+        .map_err(|e| format!("{e:?}"))?;
+    let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(|e| format!("{e:?}"))?;
+    download_url(&url, name);
+    // The download has started from the URL; it is no longer needed after a while.
+    let revoke = wasm_bindgen::closure::Closure::once_into_js(move || {
+        let _ = web_sys::Url::revoke_object_url(&url);
+    });
+    if let Some(w) = web_sys::window() {
+        let _ =
+            w.set_timeout_with_callback_and_timeout_and_arguments_0(revoke.unchecked_ref(), 60_000);
+    }
+    Ok(())
+}
+
+/// Downloads a canvas as `neuralrg-<name>.png`.
+fn download_canvas(canvas: NodeRef<leptos::html::Canvas>, name: &str) -> Result<(), String> {
+    let c = canvas.get_untracked().ok_or("the panel is not shown")?;
+    let url = c.to_data_url().map_err(|e| format!("{e:?}"))?;
+    download_url(&url, &format!("neuralrg-{name}.png"));
+    Ok(())
 }
 
 /// Lattice sides the page offers (its `L` control).
@@ -155,11 +337,28 @@ fn url_query() -> String {
         .to_string()
 }
 
-/// Shows a drawing failure in the page's error area.
+/// Shows a drawing or download failure in the page's error area.
 fn report(result: Result<(), String>, ui: Ui) {
     if let Err(e) = result {
         ui.out.error.set(Some(format!("drawing failed: {e}")));
     }
+}
+
+/// The page's measurements as a run folder's measurement rows (what the page does not measure
+/// is NaN).
+fn measure_rows(ms: &[lab::Measurement]) -> Vec<neuralrg::records::MeasureRow> {
+    ms.iter()
+        .map(|m| neuralrg::records::MeasureRow {
+            epoch: m.epoch,
+            ess: m.ess,
+            mh_acceptance: m.acceptance,
+            energy: m.energy.0,
+            energy_err: m.energy.1,
+            m2: m.m2.0,
+            m2_err: m.m2.1,
+            ..Default::default()
+        })
+        .collect()
 }
 
 /// The panels draw what the model publishes, each when its data change.
@@ -213,7 +412,8 @@ fn draw_panels(ui: Ui) {
 #[component]
 pub fn App() -> impl IntoView {
     let query = url_query();
-    let (config, url_error) = match page_config(&query) {
+    let address = read_address(&query);
+    let (config, url_error) = match page_config(&address.settings) {
         Ok(c) => (c, None),
         Err(e) => (
             TrainConfig::from_query("").expect("the defaults are valid"),
@@ -222,12 +422,14 @@ pub fn App() -> impl IntoView {
             )),
         ),
     };
-    let prefer_cpu = query.split('&').any(|kv| kv == "cpu=true");
+    let prefer_cpu = address.cpu;
+    let unknown = address.unknown.clone();
     let out = Outputs::new(url_error);
     let requests = model::spawn(prefer_cpu, config.clone(), out);
     let ui = Ui {
         config: RwSignal::new(config),
         prefer_cpu: RwSignal::new(prefer_cpu),
+        hide: StoredValue::new(address.hide),
         selected: RwSignal::new(None),
         canvases: Canvases::new(),
         out,
@@ -237,7 +439,7 @@ pub fn App() -> impl IntoView {
     draw_panels(ui);
     let c = ui.canvases;
     view! {
-        <header>
+        <header hidden=ui.hides("header")>
             <h1>"Neural Network Renormalization Group"</h1>
             <p class="lead">
                 "A normalizing flow built like a MERA: RealNVP blocks that disentangle and "
@@ -253,44 +455,63 @@ pub fn App() -> impl IntoView {
         <div id="notice" class="notice" hidden=move || ui.out.notice.get().is_none()>
             {move || ui.out.notice.get().unwrap_or_default()}
         </div>
-        <Controls ui/>
-        <StatsLine ui/>
+        <div id="unknown" class="notice" hidden=unknown.is_empty()>
+            {unknown.iter().map(|u| view! { <p>{u.clone()}</p> }).collect_view()}
+        </div>
+        <div hidden=ui.hides("controls")><Controls ui/></div>
+        <div hidden=ui.hides("stats")><StatsLine ui/></div>
         <main class="panels">
-            <Panel title="Free energy" canvas=c.loss height=420
+            <Panel ui name="loss" title="Free energy" canvas=c.loss height=420
                 text="F = <log q(x) - log p(x)> over a batch of samples is an upper bound of the exact free energy -ln Z (red). The gap, relative to ln Z (bottom, log scale), shows how well the flow has learned the Boltzmann distribution."/>
-            <Panel title="Samples" canvas=c.samples height=420
+            <Panel ui name="samples" title="Samples" canvas=c.samples height=420
                 text="Configurations drawn directly from the flow (black +1, white -1): fields x from the network, spins given the fields. Near T_c they show clusters of every size."/>
-            <Panel title="Exact sampling" canvas=c.rates height=300
+            <Panel ui name="rg" title="Renormalization in pictures" canvas=c.rg height=420
+                text="One configuration drawn from the flow, seen at every scale. Top: the physical field x, then the variables each MERA level passes on to the next (the sublattices of side L/2, L/4, ...: the coarse-grained configuration). Bottom: the latent variables each level decimates, on that level's lattice (grey: the sites that go on). Look for order emerging at coarse scales near and below T_c: there the coarse variables share one sign over the whole lattice, while the decimated ones become independent Gaussian noise as the flow learns."/>
+            <Panel ui name="rates" title="Exact sampling" canvas=c.rates height=300
                 text="The flow's samples come with their exact probability, so Metropolis-Hastings with the flow as proposal corrects them into exact samples. The acceptance rate and the effective sample size of the importance weights rise as the flow improves."/>
-            <Panel title="Observables" canvas=c.observables height=300
+            <Panel ui name="observables" title="Observables" canvas=c.observables height=300
                 text="Energy and squared magnetization per site from the corrected (MH) samples with their error bars, against the exact values (red; exact <m^2> is known for up to 20 sites)."/>
             <FieldPanel ui/>
-            <Panel title="Mutual information" canvas=c.mi height=300
+            <Panel ui name="mi" title="Mutual information" canvas=c.mi height=300
                 text="Pairwise mutual information between sites (Gaussian estimate). The physical variables x are strongly correlated; the learned latent variables z are nearly independent: the network has found a representation in which the physics is simple."/>
         </main>
-        <footer>
+        <footer hidden=ui.hides("footer")>
             <p>
                 "The setup is kept in the address: copy it to share this configuration. "
-                "Add cpu=true to train on the CPU even where WebGPU is available."
+                "Add cpu=true to train on the CPU even where WebGPU is available, preset=NAME to start "
+                "from a preset, and hide=controls,mi (any of header, controls, stats, loss, samples, "
+                "rg, rates, observables, field, mi, footer) to embed a stripped-down view."
             </p>
         </footer>
     }
 }
 
-/// A titled canvas with a short explanation for students.
+/// A titled canvas with a short explanation for students, and a button that downloads it as
+/// PNG; `name` is its name in `hide=` and in the file name.
 #[component]
 fn Panel(
+    ui: Ui,
+    name: &'static str,
     title: &'static str,
     text: &'static str,
     canvas: NodeRef<leptos::html::Canvas>,
     height: u32,
 ) -> impl IntoView {
     view! {
-        <section class="panel">
-            <h2>{title}</h2>
+        <section class="panel" id=format!("panel-{name}") hidden=ui.hides(name)>
+            <h2>{title}<PngButton ui name canvas/></h2>
             <canvas node_ref=canvas width="560" height=height.to_string()></canvas>
             <p class="explain">{text}</p>
         </section>
+    }
+}
+
+/// Downloads a panel's canvas as `neuralrg-<name>.png`.
+#[component]
+fn PngButton(ui: Ui, name: &'static str, canvas: NodeRef<leptos::html::Canvas>) -> impl IntoView {
+    view! {
+        <button class="small export" title="Download this panel as PNG" data-panel=name
+            on:click=move |_| report(download_canvas(canvas, name), ui)>"PNG"</button>
     }
 }
 
@@ -326,8 +547,8 @@ fn FieldPanel(ui: Ui) -> impl IntoView {
         }
     };
     view! {
-        <section class="panel">
-            <h2>"Receptive fields"</h2>
+        <section class="panel" id="panel-field" hidden=ui.hides("field")>
+            <h2>"Receptive fields"<PngButton ui name="field" canvas=ui.canvases.field/></h2>
             <div class="field">
                 <div class="picker">
                     {sites}
@@ -336,7 +557,8 @@ fn FieldPanel(ui: Ui) -> impl IntoView {
                 <canvas node_ref=ui.canvases.field width="300" height="300"></canvas>
             </div>
             <p class="explain">
-                "How the physical field x responds to one latent variable z_k: dx/dz_k, averaged over latent samples. "
+                "How the physical field x responds to one latent variable z_k: dx/dz_k, averaged over latent samples "
+                "(the colours saturate at the 95th percentile of |dx/dz| off the site itself, outlined, so that the tails show). "
                 "Latent variables at the bottom of the hierarchy act locally; those at higher RG levels move whole blocks, "
                 "like the wavelets of a renormalization group transformation."
             </p>
@@ -397,8 +619,22 @@ fn Controls(ui: Ui) -> impl IntoView {
             .map(|d| view! { <option value=d.to_string()>{d}</option> })
             .collect_view()
     };
+    let preset = move || {
+        ui.config.with(|c| {
+            presets()
+                .into_iter()
+                .find(|p| page_config(&p.query).as_ref() == Ok(c))
+                .map_or("", |p| p.name)
+        })
+    };
     view! {
         <section class="controls">
+            <label title="A named starting point (also ?preset=NAME in the address)">"preset"
+                <select name="preset" prop:value=preset on:change=move |ev| ui.preset(&event_target_value(&ev))>
+                    <option value="">"custom"</option>
+                    {presets().into_iter().map(|p| view! { <option value=p.name>{p.label}</option> }).collect_view()}
+                </select>
+            </label>
             <label title="Lattice side L (a power of two)">"L"
                 <select name="L" prop:value=get(|c| c.mera.lattice.side().to_string())
                     on:change=move |ev| ui.edit("L", &event_target_value(&ev))>
@@ -451,6 +687,10 @@ fn Controls(ui: Ui) -> impl IntoView {
                 <button id="step" disabled=move || ui.out.running.get() on:click=move |_| ui.request(Request::Step)>"Step"</button>
                 <button id="reset" on:click=move |_| ui.request(Request::Reset(ui.config.get_untracked()))>"Reset"</button>
                 <button id="mi" title="Recompute the mutual information now" on:click=move |_| ui.request(Request::MutualInformation)>"Update MI"</button>
+                <button id="csv" title="Download the loss history, one row per epoch (as a run folder's records/train.csv)"
+                    on:click=move |_| report(ui.out.train.with_untracked(|t| download_text(&neuralrg::records::to_csv(t), "train.csv", "text/csv")), ui)>"History CSV"</button>
+                <button id="csv-measurements" title="Download the measurements (as a run folder's records/measurements.csv)"
+                    on:click=move |_| report(ui.out.measurements.with_untracked(|m| download_text(&neuralrg::records::to_csv(&measure_rows(m)), "measurements.csv", "text/csv")), ui)>"Measurements CSV"</button>
             </div>
         </section>
     }

@@ -5,7 +5,7 @@ use leptos::prelude::*;
 use neuralrg::analysis::ReceptiveField;
 use neuralrg::lattice::Lattice;
 use neuralrg::plot::{
-    self, Scale, free_energy_panel, observable_panel, rates_panel, relative_error_panel,
+    self, Heatmap, free_energy_panel, observable_panel, rates_panel, relative_error_panel,
 };
 use neuralrg::train::EpochStats;
 use plotters::coord::Shift;
@@ -23,6 +23,7 @@ pub struct Canvases {
     pub observables: NodeRef<Canvas>,
     pub field: NodeRef<Canvas>,
     pub mi: NodeRef<Canvas>,
+    pub rg: NodeRef<Canvas>,
 }
 
 impl Canvases {
@@ -34,6 +35,7 @@ impl Canvases {
             observables: NodeRef::new(),
             field: NodeRef::new(),
             mi: NodeRef::new(),
+            rg: NodeRef::new(),
         }
     }
 }
@@ -62,7 +64,15 @@ pub fn draw(
 
 /// Clears every canvas (a new session).
 pub fn clear(c: Canvases) -> Result<(), String> {
-    for canvas in [c.loss, c.samples, c.rates, c.observables, c.field, c.mi] {
+    for canvas in [
+        c.loss,
+        c.samples,
+        c.rates,
+        c.observables,
+        c.field,
+        c.mi,
+        c.rg,
+    ] {
         draw(canvas, |_| Ok(()))?;
     }
     Ok(())
@@ -100,6 +110,7 @@ pub fn measurements(
             &format!("samples from the flow, epoch {}", last.epoch),
         )
     })?;
+    draw(c.rg, |area| plot::rg_figure(area, &last.rg))?;
     let rates: Vec<(f64, f64, f64)> = measurements
         .iter()
         .map(|m| (m.epoch as f64, m.acceptance, m.ess))
@@ -138,20 +149,13 @@ pub fn measurements(
 /// The receptive field of one latent site.
 pub fn field(c: Canvases, lattice: Lattice, f: &ReceptiveField) -> Result<(), String> {
     let (r, col) = lattice.coords(f.site);
-    let (rows, cols) = if lattice.dim() == 2 {
-        (lattice.side(), lattice.side())
-    } else {
-        (1, lattice.side())
-    };
+    let caption = format!(
+        "dx/dz at ({r},{col}), level {}; self {}",
+        f.level,
+        plot::short(f.values[f.site])
+    );
     draw(c.field, |area| {
-        plot::heatmap(
-            area,
-            &f.values,
-            rows,
-            cols,
-            &format!("dx/dz at latent site ({r},{col}), RG level {}", f.level),
-            Scale::Diverging,
-        )
+        plot::heatmap(area, &Heatmap::field(f, lattice, caption))
     })
 }
 

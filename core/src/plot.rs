@@ -670,7 +670,7 @@ pub fn free_energy_panel<DB: DrawingBackend>(
     )?;
     let mut c = ChartBuilder::on(&area)
         .margin(8)
-        .x_label_area_size(28)
+        .x_label_area_size(36)
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..epochs, lo..hi)
         .map_err(err)?;
@@ -718,7 +718,7 @@ pub fn relative_error_panel<DB: DrawingBackend>(
         .map_err(err)?;
     let mut c = ChartBuilder::on(&area)
         .margin(8)
-        .x_label_area_size(28)
+        .x_label_area_size(36)
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..epochs, (rlo..rhi).log_scale())
         .map_err(err)?;
@@ -753,7 +753,7 @@ pub fn rates_panel<DB: DrawingBackend>(
     )?;
     let mut c = ChartBuilder::on(&area)
         .margin(8)
-        .x_label_area_size(28)
+        .x_label_area_size(36)
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..epochs, 0.0..1.05)
         .map_err(err)?;
@@ -794,14 +794,15 @@ pub fn observable_panel<DB: DrawingBackend>(
             .chain(exact),
     );
     let area = area.titled(title, PANEL_FONT).map_err(err)?;
-    let mut entries = vec![("sampled, with error bars".to_string(), BLUE)];
+    // Short labels: the panels are often half a canvas wide.
+    let mut entries = vec![("sampled".to_string(), BLUE)];
     if let Some(x) = exact {
-        entries.push((format!("exact {x:.6}"), RED));
+        entries.push((format!("exact {x:.4}"), RED));
     }
     let area = with_legend(&area, &entries)?;
     let mut c = ChartBuilder::on(&area)
         .margin(8)
-        .x_label_area_size(28)
+        .x_label_area_size(36)
         .y_label_area_size(60)
         .build_cartesian_2d(0.0..epochs, olo..ohi)
         .map_err(err)?;

@@ -46,7 +46,7 @@ fn plot_draws_the_monitor_and_refuses_bad_input() {
     assert!(png.width() >= 1000 && png.height() >= 700);
     let svg = std::fs::read_to_string(dir.join("pic/monitor.svg")).unwrap();
     assert!(
-        svg.starts_with("<svg") && svg.contains("exact 0.700000"),
+        svg.starts_with("<svg") && svg.contains("exact 0.7000"),
         "the given exact line is drawn"
     );
     for (args, needle) in [
