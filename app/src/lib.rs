@@ -479,8 +479,7 @@ pub fn App() -> impl IntoView {
             <p>
                 "The setup is kept in the address: copy it to share this configuration. "
                 "Add cpu=true to train on the CPU even where WebGPU is available, preset=NAME to start "
-                "from a preset, and hide=controls,mi (any of header, controls, stats, loss, samples, "
-                "rg, rates, observables, field, mi, footer) to embed a stripped-down view."
+                "from a preset, and hide=controls,mi (any of " {HIDEABLE.join(", ")} ") to embed a stripped-down view."
             </p>
         </footer>
     }
@@ -521,11 +520,7 @@ fn PngButton(ui: Ui, name: &'static str, canvas: NodeRef<leptos::html::Canvas>) 
 fn FieldPanel(ui: Ui) -> impl IntoView {
     let sites = move || {
         let lattice = ui.config.with(|c| c.mera.lattice);
-        let (rows, cols) = if lattice.dim() == 2 {
-            (lattice.side(), lattice.side())
-        } else {
-            (1, lattice.side())
-        };
+        let (rows, cols) = neuralrg::plot::grid(lattice);
         let cells = (0..rows * cols)
             .map(|i| {
                 let level = lattice.rg_level(i);

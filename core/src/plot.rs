@@ -161,6 +161,8 @@ pub fn heatmap<DB: DrawingBackend>(
         .max(1.0);
     let (pw, ph) = ((cell * cols as f64) as u32, (cell * rows as f64) as u32);
     let plot = area.clone().shrink((4, 4), (pw, ph));
+    // The pixel corner of row i, column j.
+    let corner = |i: usize, j: usize| ((j as f64 * cell) as i32, (i as f64 * cell) as i32);
     for r in 0..rows {
         for c in 0..cols {
             let v = map.values[r * cols + c];
@@ -169,7 +171,6 @@ pub fn heatmap<DB: DrawingBackend>(
             } else {
                 NO_VALUE
             };
-            let corner = |i: usize, j: usize| ((j as f64 * cell) as i32, (i as f64 * cell) as i32);
             plot.draw(&Rectangle::new(
                 [corner(r, c), corner(r + 1, c + 1)],
                 fill.filled(),
@@ -179,9 +180,8 @@ pub fn heatmap<DB: DrawingBackend>(
     }
     if let Some(m) = map.marked.filter(|&m| m < rows * cols) {
         let (r, c) = (m / cols, m % cols);
-        let at = |i: usize, j: usize| ((j as f64 * cell) as i32, (i as f64 * cell) as i32);
         plot.draw(&Rectangle::new(
-            [at(r, c), at(r + 1, c + 1)],
+            [corner(r, c), corner(r + 1, c + 1)],
             BLACK.stroke_width(2),
         ))
         .map_err(err)?;
