@@ -280,3 +280,31 @@ fn polynomial_exp_and_tanh_are_accurate() {
     assert_eq!(cpu::tanh_f32(30.0), 1.0);
     assert_eq!(cpu::tanh_f32(-30.0), -1.0);
 }
+
+#[test]
+fn branch_free_elu_is_accurate_and_exact_for_positive_inputs() {
+    let mut worst = 0.0f64;
+    let steps = 200_000;
+    for i in 0..=steps {
+        let x = -100.0 + 110.0 * i as f64 / steps as f64;
+        let xf = x as f32;
+        let exact = if xf > 0.0 {
+            xf as f64
+        } else {
+            (xf as f64).exp_m1()
+        };
+        for y in [cpu::elu_f32(xf), cpu::elu_f32_with::<true>(xf)] {
+            if xf > 0.0 {
+                assert_eq!(y, xf, "ELU({xf}) must be {xf}");
+            }
+            worst = worst.max(((y as f64) - exact).abs());
+        }
+    }
+    eprintln!("ELU: absolute error {worst:e}");
+    assert!(worst < 3e-7, "ELU absolute error {worst:e}");
+    assert_eq!(cpu::elu_f32(-1e30), -1.0);
+    assert_eq!(cpu::elu_f32(f32::NEG_INFINITY), -1.0);
+    assert_eq!(cpu::elu_f32(0.0), 0.0);
+    assert_eq!(cpu::elu_f32(3e38), 3e38);
+    assert!(cpu::elu_f32(f32::NAN).is_nan() && cpu::elu_f32_with::<true>(f32::NAN).is_nan());
+}

@@ -7,17 +7,20 @@
 //! serves `LANES` rows. Natively the AVX2/FMA version is chosen at run time (else SSE2); in wasm32
 //! the crate is built with `simd128`. `exp` (in the ELUs and the scales) and `tanh` are
 //! polynomial in f32 ([`exp_f32`]: relative error below 3e-7; [`tanh_f32`]: absolute error below
-//! 3e-7, both tested), the standard library's in f64. The ELU's and tanh's derivatives are taken
-//! from their outputs.
+//! 3e-7, both tested), the standard library's in f64; the ELU is `max(x, 0) + e^min(x, 0) - 1`,
+//! without a branch or a select ([`elu_f32`]). The ELU's and tanh's derivatives are taken from
+//! their outputs. The forward passes read the weights transposed (one output's weights
+//! contiguous, copied once per call).
 //!
 //! For training, the forward pass keeps each coupling layer's input of every row (`nlayers x
 //! width` values per row) and nothing else; the backward pass walks the coupling layers back
-//! from those, recomputing each MLP's activations. Parameter gradients accumulate per lane and
-//! are summed over lanes at the end of each chunk of rows, and the chunks' sums are added in
-//! chunk order: the result does not depend on the number of threads (it does, in the last bits,
-//! on the instruction set: 16 lanes and fused multiply-adds with AVX2, 32 lanes without them in
-//! the portable code). Chunks run on rayon's threads natively (`RAYON_NUM_THREADS`), one after
-//! another in wasm32.
+//! from those, recomputing each MLP's activations. Parameter gradients are summed over a group's
+//! lanes in registers and accumulate in one register's worth of lanes per parameter (a coupling
+//! layer's accumulators stay in L1); those are summed at the end of each chunk of rows, and the
+//! chunks' sums are added in chunk order: the result does not depend on the number of threads
+//! (it does, in the last bits, on the instruction set: 16 lanes and fused multiply-adds with
+//! AVX2, 32 lanes without them in the portable code). Chunks run on rayon's threads natively
+//! (`RAYON_NUM_THREADS`), one after another in wasm32.
 
 use std::ops::{Add, Div, Mul, Neg, Sub};
 use std::sync::Arc;
@@ -218,6 +221,8 @@ pub trait Real:
     /// `tanh x`; with fused multiply-adds where `FMA`.
     fn tanh<const FMA: bool>(self) -> Self;
     fn mul_add(self, a: Self, b: Self) -> Self;
+    /// The ELU: `x` if `x > 0`, else `e^x - 1`; with fused multiply-adds where `FMA`.
+    fn elu<const FMA: bool>(self) -> Self;
 }
 
 impl Real for f32 {
@@ -234,6 +239,10 @@ impl Real for f32 {
     #[inline(always)]
     fn mul_add(self, a: f32, b: f32) -> f32 {
         f32::mul_add(self, a, b)
+    }
+    #[inline(always)]
+    fn elu<const FMA: bool>(self) -> f32 {
+        elu_f32_with::<FMA>(self)
     }
 }
 
@@ -252,7 +261,28 @@ impl Real for f64 {
     fn mul_add(self, a: f64, b: f64) -> f64 {
         f64::mul_add(self, a, b)
     }
+    #[inline(always)]
+    fn elu<const FMA: bool>(self) -> f64 {
+        if self > 0.0 { self } else { self.exp() - 1.0 }
+    }
 }
+
+/// `x` if `x >= lo`, else `lo` (NaN stays NaN): one `maxps`/`f32x4.pmax`.
+#[inline(always)]
+fn at_least(x: f32, lo: f32) -> f32 {
+    if x < lo { lo } else { x }
+}
+
+/// `x` if `x <= hi`, else `hi` (NaN stays NaN): one `minps`/`f32x4.pmin`.
+#[inline(always)]
+fn at_most(x: f32, hi: f32) -> f32 {
+    if hi < x { hi } else { x }
+}
+
+/// The range of [`exp_in_range`]: `e^x` is below f32's smallest normal number under it, and
+/// overflows just above it.
+const EXP_MIN: f32 = -87.3;
+const EXP_MAX: f32 = 88.37;
 
 /// `e^x` in f32 without a library call (so that it vectorizes): Cephes' `expf` reduction
 /// `x = n ln 2 + r`, a degree-6 polynomial for `e^r`, `2^n` from the exponent bits. Relative error
@@ -266,13 +296,25 @@ pub fn exp_f32(x: f32) -> f32 {
 /// [`exp_f32`], with fused multiply-adds in the polynomial where `FMA`.
 #[inline(always)]
 pub fn exp_f32_with<const FMA: bool>(x: f32) -> f32 {
+    let e = exp_in_range::<FMA>(at_most(at_least(x, EXP_MIN), EXP_MAX));
+    if x < EXP_MIN {
+        0.0
+    } else if x > EXP_MAX {
+        f32::INFINITY
+    } else {
+        e
+    }
+}
+
+/// `e^x` for `x` in `[EXP_MIN, EXP_MAX]` (NaN gives NaN), without range checks.
+#[inline(always)]
+fn exp_in_range<const FMA: bool>(xc: f32) -> f32 {
     const LOG2E: f32 = std::f32::consts::LOG2_E;
     const C1: f32 = 0.693_359_4;
     const C2: f32 = -2.121_944_4e-4;
     // Round x / ln 2 to the nearest integer with the 1.5 * 2^23 trick (no `round` call).
     const MAGIC: f32 = 12_582_912.0;
     let madd = |a: f32, b: f32, c: f32| if FMA { a.mul_add(b, c) } else { a * b + c };
-    let xc = x.clamp(-87.3, 88.37);
     let t = madd(xc, LOG2E, MAGIC);
     let n = t - MAGIC;
     let r = madd(n, -C1, xc);
@@ -286,14 +328,23 @@ pub fn exp_f32_with<const FMA: bool>(x: f32) -> f32 {
     let p = madd(p * r, r, r) + 1.0;
     // 2^n: n sits in the low mantissa bits of t.
     let bits = t.to_bits().wrapping_sub(MAGIC.to_bits()).wrapping_add(127) << 23;
-    let e = p * f32::from_bits(bits);
-    if x < -87.3 {
-        0.0
-    } else if x > 88.37 {
-        f32::INFINITY
-    } else {
-        e
-    }
+    p * f32::from_bits(bits)
+}
+
+/// The ELU in f32, `x` if `x > 0`, else `e^x - 1`, as `max(x, 0) + e^min(x, 0) - 1` with the
+/// polynomial `e^x` of [`exp_f32`] (exactly 1 at 0, so positive inputs come back unchanged):
+/// two `max`/`min` instructions instead of a compare and a select, which cost several
+/// instructions each in wasm32. Absolute error below 3e-7 (tested); NaN stays NaN.
+#[inline(always)]
+pub fn elu_f32(x: f32) -> f32 {
+    elu_f32_with::<false>(x)
+}
+
+/// [`elu_f32`], with fused multiply-adds where `FMA`.
+#[inline(always)]
+pub fn elu_f32_with<const FMA: bool>(x: f32) -> f32 {
+    let neg = at_most(x, 0.0);
+    at_least(x, 0.0) + (exp_in_range::<FMA>(at_least(neg, EXP_MIN)) - 1.0)
 }
 
 /// `tanh x` in f32 from [`exp_f32`]: `(e^{2x} - 1) / (e^{2x} + 1)`, with `x` clamped to
@@ -308,7 +359,7 @@ pub fn tanh_f32(x: f32) -> f32 {
 /// [`tanh_f32`], with fused multiply-adds where `FMA`.
 #[inline(always)]
 pub fn tanh_f32_with<const FMA: bool>(x: f32) -> f32 {
-    let e = exp_f32_with::<FMA>(2.0 * x.clamp(-9.0, 9.0));
+    let e = exp_in_range::<FMA>(2.0 * at_most(at_least(x, -9.0), 9.0));
     let t = (e - 1.0) / (e + 1.0);
     if x.abs() < 0.01 {
         x - x * x * x / 3.0
@@ -337,15 +388,43 @@ fn fma<F: Real, const L: usize, const FMA: bool>(acc: &mut V<F, L>, a: &V<F, L>,
     }
 }
 
-/// `acc + a * b` per lane, both lane vectors.
+/// `acc + sum_k a_k * b_k` where `a` and `b` are lane vectors split into registers of `R`
+/// lanes: the group's products are summed in registers, and only an `R`-lane accumulator per
+/// parameter lives in memory (small enough for L1).
 #[inline(always)]
-fn fma_vv<F: Real, const L: usize, const FMA: bool>(acc: &mut V<F, L>, a: &V<F, L>, b: &V<F, L>) {
-    for l in 0..L {
-        acc[l] = if FMA {
-            a[l].mul_add(b[l], acc[l])
-        } else {
-            acc[l] + a[l] * b[l]
-        };
+fn acc_vv<F: Real, const L: usize, const R: usize, const FMA: bool>(
+    acc: &mut V<F, R>,
+    a: &V<F, L>,
+    b: &V<F, L>,
+) {
+    const { assert!(L % R == 0, "a group is whole registers") };
+    let mut t = [F::ZERO; R];
+    for k in 0..L / R {
+        for r in 0..R {
+            t[r] = if FMA {
+                a[k * R + r].mul_add(b[k * R + r], t[r])
+            } else {
+                t[r] + a[k * R + r] * b[k * R + r]
+            };
+        }
+    }
+    for r in 0..R {
+        acc[r] = acc[r] + t[r];
+    }
+}
+
+/// `acc + sum_k a_k`, `a` split into registers of `R` lanes.
+#[inline(always)]
+fn acc_v<F: Real, const L: usize, const R: usize>(acc: &mut V<F, R>, a: &V<F, L>) {
+    const { assert!(L % R == 0, "a group is whole registers") };
+    let mut t = [F::ZERO; R];
+    for k in 0..L / R {
+        for r in 0..R {
+            t[r] = t[r] + a[k * R + r];
+        }
+    }
+    for r in 0..R {
+        acc[r] = acc[r] + t[r];
     }
 }
 
@@ -353,8 +432,7 @@ fn fma_vv<F: Real, const L: usize, const FMA: bool>(acc: &mut V<F, L>, a: &V<F, 
 #[inline(always)]
 fn elu<F: Real, const L: usize, const FMA: bool>(x: &mut V<F, L>) {
     for v in x.iter_mut() {
-        let e = if *v > F::ZERO { F::ZERO } else { *v }.exp::<FMA>() - F::ONE;
-        *v = if *v > F::ZERO { *v } else { e };
+        *v = v.elu::<FMA>();
     }
 }
 
@@ -371,7 +449,8 @@ fn map<F: Real, const L: usize>(x: &V<F, L>, f: impl Fn(F) -> F) -> V<F, L> {
 /// The ELU's derivative from its output `y`: 1 where `y > 0`, else `y + 1` (`= e^x`).
 #[inline(always)]
 fn elu_grad<F: Real>(y: F) -> F {
-    if y > F::ZERO { F::ONE } else { y + F::ONE }
+    let g = y + F::ONE;
+    if F::ONE < g { F::ONE } else { g }
 }
 
 /// Rows per chunk: the unit of parallel work and of the parameter-gradient sums.
@@ -470,9 +549,11 @@ impl<F: Real, const L: usize> Scratch<F, L> {
 }
 
 /// One MLP on a group: hidden activations into `acts` (`nmlp x H`), outputs at `changed`.
+/// `pt` holds the parameters with every weight transposed (see [`transposed`]), so that one
+/// output's weights are contiguous.
 #[inline(always)]
 fn mlp_forward<F: Real, const L: usize, const FMA: bool>(
-    p: &[F],
+    pt: &[F],
     dense: &[Dense],
     kept: &[usize],
     changed: &[usize],
@@ -482,37 +563,55 @@ fn mlp_forward<F: Real, const L: usize, const FMA: bool>(
 ) {
     let h = dense[0].outputs;
     let first = &dense[0];
-    for j in 0..h {
-        let mut acc = splat(p[first.bias + j]);
+    let n0 = first.inputs;
+    for (j, act) in acts[..h].iter_mut().enumerate() {
+        let mut acc = splat(pt[first.bias + j]);
+        let w = &pt[first.weight + j * n0..first.weight + (j + 1) * n0];
         for &i in kept {
-            fma::<F, L, FMA>(&mut acc, &y[i], p[first.weight + i * h + j]);
+            fma::<F, L, FMA>(&mut acc, &y[i], w[i]);
         }
         elu::<F, L, FMA>(&mut acc);
-        acts[j] = acc;
+        *act = acc;
     }
     let hidden = dense.len() - 1;
     for (l, d) in dense.iter().enumerate().take(hidden).skip(1) {
         let (prev, cur) = acts.split_at_mut(l * h);
         let prev = &prev[(l - 1) * h..];
-        for j in 0..h {
-            let mut acc = splat(p[d.bias + j]);
-            for (i, a) in prev.iter().enumerate() {
-                fma::<F, L, FMA>(&mut acc, a, p[d.weight + i * h + j]);
+        let weights = &pt[d.weight..d.weight + h * h];
+        let biases = &pt[d.bias..d.bias + h];
+        for ((c, w), &b) in cur[..h].iter_mut().zip(weights.chunks_exact(h)).zip(biases) {
+            let mut acc = splat(b);
+            for (a, &wi) in prev.iter().zip(w) {
+                fma::<F, L, FMA>(&mut acc, a, wi);
             }
             elu::<F, L, FMA>(&mut acc);
-            cur[j] = acc;
+            *c = acc;
         }
     }
     let last = &dense[hidden];
-    let o = last.outputs;
     let top = &acts[(hidden - 1) * h..hidden * h];
     for &c in changed {
-        let mut acc = splat(p[last.bias + c]);
-        for (i, a) in top.iter().enumerate() {
-            fma::<F, L, FMA>(&mut acc, a, p[last.weight + i * o + c]);
+        let mut acc = splat(pt[last.bias + c]);
+        let w = &pt[last.weight + c * h..last.weight + (c + 1) * h];
+        for (a, &wi) in top.iter().zip(w) {
+            fma::<F, L, FMA>(&mut acc, a, wi);
         }
         out[c] = acc;
     }
+}
+
+/// The parameters with every dense layer's weight `[inputs, outputs]` stored transposed,
+/// `[outputs, inputs]` (biases and scales where they were): the forward passes' layout.
+fn transposed<F: Real>(p: &[F], layout: &[CouplingLayout]) -> Vec<F> {
+    let mut t = p.to_vec();
+    for d in layout.iter().flat_map(|lay| lay.s.iter().chain(&lay.t)) {
+        for i in 0..d.inputs {
+            for j in 0..d.outputs {
+                t[d.weight + j * d.inputs + i] = p[d.weight + i * d.outputs + j];
+            }
+        }
+    }
+    t
 }
 
 /// Backpropagates `delta` (the gradient of the MLP's outputs, at `changed`) through one MLP
@@ -520,7 +619,7 @@ fn mlp_forward<F: Real, const L: usize, const FMA: bool>(
 /// gradients into `gp` (per lane) and adds the input gradient to `gy` at `kept`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn mlp_backward<F: Real, const L: usize, const FMA: bool>(
+fn mlp_backward<F: Real, const L: usize, const R: usize, const FMA: bool>(
     p: &[F],
     dense: &[Dense],
     kept: &[usize],
@@ -528,7 +627,7 @@ fn mlp_backward<F: Real, const L: usize, const FMA: bool>(
     y: &[V<F, L>; 4],
     acts: &[V<F, L>],
     delta: &[V<F, L>; 4],
-    gp: &mut [V<F, L>],
+    gp: &mut [V<F, R>],
     grad: &mut [V<F, L>],
     grad_next: &mut [V<F, L>],
     gy: &mut [V<F, L>; 4],
@@ -539,15 +638,13 @@ fn mlp_backward<F: Real, const L: usize, const FMA: bool>(
     let o = last.outputs;
     let top = &acts[(hidden - 1) * h..hidden * h];
     for &c in changed {
-        for l in 0..L {
-            gp[last.bias + c][l] = gp[last.bias + c][l] + delta[c][l];
-        }
+        acc_v::<F, L, R>(&mut gp[last.bias + c], &delta[c]);
     }
     for (i, a) in top.iter().enumerate() {
         let mut g = splat(F::ZERO);
         for &c in changed {
             fma::<F, L, FMA>(&mut g, &delta[c], p[last.weight + i * o + c]);
-            fma_vv::<F, L, FMA>(&mut gp[last.weight + i * o + c], a, &delta[c]);
+            acc_vv::<F, L, R, FMA>(&mut gp[last.weight + i * o + c], a, &delta[c]);
         }
         grad[i] = g;
     }
@@ -561,9 +658,7 @@ fn mlp_backward<F: Real, const L: usize, const FMA: bool>(
             }
         }
         for j in 0..h {
-            for k in 0..L {
-                gp[d.bias + j][k] = gp[d.bias + j][k] + grad[j][k];
-            }
+            acc_v::<F, L, R>(&mut gp[d.bias + j], &grad[j]);
         }
         if l > 0 {
             let prev = &acts[(l - 1) * h..l * h];
@@ -572,7 +667,7 @@ fn mlp_backward<F: Real, const L: usize, const FMA: bool>(
                 let row = d.weight + i * h;
                 for j in 0..h {
                     fma::<F, L, FMA>(&mut g, &grad[j], p[row + j]);
-                    fma_vv::<F, L, FMA>(&mut gp[row + j], a, &grad[j]);
+                    acc_vv::<F, L, R, FMA>(&mut gp[row + j], a, &grad[j]);
                 }
                 grad_next[i] = g;
             }
@@ -583,7 +678,7 @@ fn mlp_backward<F: Real, const L: usize, const FMA: bool>(
                 let mut g = splat(F::ZERO);
                 for j in 0..h {
                     fma::<F, L, FMA>(&mut g, &grad[j], p[row + j]);
-                    fma_vv::<F, L, FMA>(&mut gp[row + j], &y[k], &grad[j]);
+                    acc_vv::<F, L, R, FMA>(&mut gp[row + j], &y[k], &grad[j]);
                 }
                 for q in 0..L {
                     gy[k][q] = gy[k][q] + g[q];
@@ -597,7 +692,7 @@ fn mlp_backward<F: Real, const L: usize, const FMA: bool>(
 #[inline(always)]
 fn coupling_forward<F: Real, const L: usize, const FMA: bool>(
     g: &Geometry,
-    p: &[F],
+    pt: &[F],
     n: usize,
     y: &mut [V<F, L>; 4],
     ld: &mut V<F, L>,
@@ -607,10 +702,10 @@ fn coupling_forward<F: Real, const L: usize, const FMA: bool>(
     let (kept, changed) = (&g.kept[n], &g.changed[n]);
     let mut a = [splat(F::ZERO); 4];
     let mut t = [splat(F::ZERO); 4];
-    mlp_forward::<F, L, FMA>(p, &lay.s, kept, changed, y, &mut scratch.s, &mut a);
-    mlp_forward::<F, L, FMA>(p, &lay.t, kept, changed, y, &mut scratch.t, &mut t);
+    mlp_forward::<F, L, FMA>(pt, &lay.s, kept, changed, y, &mut scratch.s, &mut a);
+    mlp_forward::<F, L, FMA>(pt, &lay.t, kept, changed, y, &mut scratch.t, &mut t);
     for &c in changed {
-        let sc = p[lay.scale + c];
+        let sc = pt[lay.scale + c];
         let s = map(&a[c], |a| sc * a.tanh::<FMA>());
         match g.direction {
             Direction::Generate => {
@@ -711,22 +806,23 @@ fn forward_chunk<F: Real, const L: usize, const FMA: bool>(
 /// parameter gradients into `gp` (per lane). `gld` is the gradient of the log-determinant.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn coupling_backward<F: Real, const L: usize, const FMA: bool>(
+fn coupling_backward<F: Real, const L: usize, const R: usize, const FMA: bool>(
     g: &Geometry,
     p: &[F],
+    pt: &[F],
     n: usize,
     y: &[V<F, L>; 4],
     gy: &mut [V<F, L>; 4],
     gld: &V<F, L>,
-    gp: &mut [V<F, L>],
+    gp: &mut [V<F, R>],
     scratch: &mut Scratch<F, L>,
 ) {
     let lay = &g.layout[n];
     let (kept, changed) = (&g.kept[n], &g.changed[n]);
     let mut a = [splat(F::ZERO); 4];
     let mut t = [splat(F::ZERO); 4];
-    mlp_forward::<F, L, FMA>(p, &lay.s, kept, changed, y, &mut scratch.s, &mut a);
-    mlp_forward::<F, L, FMA>(p, &lay.t, kept, changed, y, &mut scratch.t, &mut t);
+    mlp_forward::<F, L, FMA>(pt, &lay.s, kept, changed, y, &mut scratch.s, &mut a);
+    mlp_forward::<F, L, FMA>(pt, &lay.t, kept, changed, y, &mut scratch.t, &mut t);
     let mut ga = [splat(F::ZERO); 4];
     let mut gt = [splat(F::ZERO); 4];
     for &c in changed {
@@ -752,8 +848,8 @@ fn coupling_backward<F: Real, const L: usize, const FMA: bool>(
                 }
             }
         }
+        acc_vv::<F, L, R, false>(&mut gp[lay.scale + c], &gs, &th);
         for l in 0..L {
-            gp[lay.scale + c][l] = gp[lay.scale + c][l] + gs[l] * th[l];
             ga[c][l] = gs[l] * sc * (F::ONE - th[l] * th[l]);
         }
     }
@@ -764,10 +860,10 @@ fn coupling_backward<F: Real, const L: usize, const FMA: bool>(
         grad_next,
         ..
     } = scratch;
-    mlp_backward::<F, L, FMA>(
+    mlp_backward::<F, L, R, FMA>(
         p, &lay.s, kept, changed, y, acts_s, &ga, gp, gbuf, grad_next, gy,
     );
-    mlp_backward::<F, L, FMA>(
+    mlp_backward::<F, L, R, FMA>(
         p, &lay.t, kept, changed, y, acts_t, &gt, gp, gbuf, grad_next, gy,
     );
 }
@@ -777,10 +873,11 @@ fn coupling_backward<F: Real, const L: usize, const FMA: bool>(
 /// one coupling layer's per-lane gradient accumulators stay in L1 while it is processed.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
-fn backward_chunk<F: Real, const L: usize, const FMA: bool>(
+fn backward_chunk<F: Real, const L: usize, const R: usize, const FMA: bool>(
     g: &Geometry,
     saved: &[F],
     p: &[F],
+    pt: &[F],
     grad: &[F],
     first: usize,
     rows: usize,
@@ -788,7 +885,7 @@ fn backward_chunk<F: Real, const L: usize, const FMA: bool>(
     gs_out: Shared<F>,
 ) {
     let mut scratch = Scratch::<F, L>::new(g);
-    let mut gp = vec![splat::<F, L>(F::ZERO); p.len()];
+    let mut gp = vec![splat::<F, R>(F::ZERO); p.len()];
     let nlayers = g.order.len();
     let groups = rows.div_ceil(L);
     let count = |gi: usize| L.min(rows - gi * L);
@@ -821,9 +918,10 @@ fn backward_chunk<F: Real, const L: usize, const FMA: bool>(
         let n = g.order[step];
         for gi in 0..groups {
             let y = inputs[gi * nlayers + step];
-            coupling_backward::<F, L, FMA>(
+            coupling_backward::<F, L, R, FMA>(
                 g,
                 p,
+                pt,
                 n,
                 &y,
                 &mut gys[gi],
@@ -905,10 +1003,11 @@ fn forward_inner<F: Real>(
     let ld_ptr = Shared(ld_rows.as_mut_ptr());
     let saved_ptr = save.then_some(Shared(saved.as_mut_ptr()));
     let isa = isa();
+    let pt = transposed(params, &g.layout);
     for_chunks(rows, |first, count| {
         // SAFETY: the chunks' ranges of `ld_rows` are disjoint.
         let ld = unsafe { std::slice::from_raw_parts_mut(ld_ptr.ptr().add(first), count) };
-        run_forward(isa, &g, state, params, first, ld, out_ptr, saved_ptr);
+        run_forward(isa, &g, state, &pt, first, ld, out_ptr, saved_ptr);
     });
     for b in 0..batch {
         let at = b * g.cols + plan.n;
@@ -946,12 +1045,13 @@ pub fn backward<F: Real>(
     let part_ptr = Shared(partial.as_mut_ptr());
     let isa = isa();
     let np = params.len();
+    let pt = transposed(params, &g.layout);
     for_chunks(rows, |first, count| {
         // SAFETY: each chunk owns its row of `partial`.
         let gp = unsafe {
             std::slice::from_raw_parts_mut(part_ptr.ptr().add(first / CHUNK_ROWS * np), np)
         };
-        run_backward(isa, &g, saved, params, grad, first, count, gp, gs_ptr);
+        run_backward(isa, &g, saved, params, &pt, grad, first, count, gp, gs_ptr);
     });
     let mut gp = vec![F::ZERO; np];
     for c in partial.chunks(np) {
@@ -965,9 +1065,13 @@ pub fn backward<F: Real>(
 /// Lanes per group with AVX2: 16 (two 256-bit registers of f32, four of f64).
 #[cfg(target_arch = "x86_64")]
 const LANES_F32: usize = 16;
-/// Lanes per group in the portable code (SSE2, wasm `simd128`: 128-bit registers; 32 lanes
-/// measured faster than 16 and much faster than 8 there).
+/// Lanes per group in the portable code's backward pass (SSE2, wasm `simd128`: 128-bit
+/// registers): 32 measured faster than 16 or 64 there.
 const LANES_PORTABLE: usize = 32;
+/// Lanes per group in the portable code's forward passes: 16, where the ELU's polynomial on
+/// 32 lanes runs out of registers (in V8's code for wasm32: an L=8 block layer's forward pass
+/// 16 ms against 21 ms).
+const LANES_PORTABLE_FORWARD: usize = 16;
 
 #[allow(clippy::too_many_arguments)]
 fn run_forward<F: Real>(
@@ -987,7 +1091,7 @@ fn run_forward<F: Real>(
         return;
     }
     let _ = isa;
-    forward_chunk::<F, LANES_PORTABLE, false>(g, state, p, first, ld, out, saved);
+    forward_chunk::<F, LANES_PORTABLE_FORWARD, false>(g, state, p, first, ld, out, saved);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -996,6 +1100,7 @@ fn run_backward<F: Real>(
     g: &Geometry,
     saved: &[F],
     p: &[F],
+    pt: &[F],
     grad: &[F],
     first: usize,
     rows: usize,
@@ -1005,11 +1110,11 @@ fn run_backward<F: Real>(
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx2Fma {
         // SAFETY: `isa()` found AVX2 and FMA on this CPU.
-        unsafe { avx2::backward(g, saved, p, grad, first, rows, gp, gs) };
+        unsafe { avx2::backward(g, saved, p, pt, grad, first, rows, gp, gs) };
         return;
     }
     let _ = isa;
-    backward_chunk::<F, LANES_PORTABLE, false>(g, saved, p, grad, first, rows, gp, gs);
+    backward_chunk::<F, LANES_PORTABLE, 4, false>(g, saved, p, pt, grad, first, rows, gp, gs);
 }
 
 /// The same code compiled for AVX2 and FMA (the helpers above are `inline(always)`, so they
@@ -1038,12 +1143,13 @@ mod avx2 {
         g: &Geometry,
         saved: &[F],
         p: &[F],
+        pt: &[F],
         grad: &[F],
         first: usize,
         rows: usize,
         gp: &mut [F],
         gs: Shared<F>,
     ) {
-        backward_chunk::<F, LANES_F32, true>(g, saved, p, grad, first, rows, gp, gs);
+        backward_chunk::<F, LANES_F32, 8, true>(g, saved, p, pt, grad, first, rows, gp, gs);
     }
 }
