@@ -397,7 +397,7 @@ fn acc_vv<F: Real, const L: usize, const R: usize, const FMA: bool>(
     a: &V<F, L>,
     b: &V<F, L>,
 ) {
-    const { assert!(L % R == 0, "a group is whole registers") };
+    const { assert!(L.is_multiple_of(R), "a group is whole registers") };
     let mut t = [F::ZERO; R];
     for k in 0..L / R {
         for r in 0..R {
@@ -416,7 +416,7 @@ fn acc_vv<F: Real, const L: usize, const R: usize, const FMA: bool>(
 /// `acc + sum_k a_k`, `a` split into registers of `R` lanes.
 #[inline(always)]
 fn acc_v<F: Real, const L: usize, const R: usize>(acc: &mut V<F, R>, a: &V<F, L>) {
-    const { assert!(L % R == 0, "a group is whole registers") };
+    const { assert!(L.is_multiple_of(R), "a group is whole registers") };
     let mut t = [F::ZERO; R];
     for k in 0..L / R {
         for r in 0..R {
