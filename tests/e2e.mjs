@@ -240,6 +240,31 @@ async function urlRoundTrip() {
   }
 }
 
+// The speed control: at one step a second, three seconds of training give about three steps;
+// back at full speed, training goes on at once.
+async function pace() {
+  const { browser, page, errors } = await open(false);
+  try {
+    await page.goto(`${base}?${SMALL}&cpu=true`);
+    await page.waitForFunction(() => !/looking/.test(document.querySelector('#backend')?.textContent ?? 'looking'), null, { timeout: 60000 });
+    await page.selectOption('#speed', '1000');
+    await page.click('#start');
+    await waitEpoch(page, 1, 60000);
+    const e1 = Number(await stat(page, 'epoch'));
+    await page.waitForTimeout(3000);
+    const e2 = Number(await stat(page, 'epoch'));
+    await page.selectOption('#speed', '0');
+    await waitEpoch(page, e2 + 20, 60000);
+    const e3 = Number(await stat(page, 'epoch'));
+    const shown = await pageErrors(page);
+    check('the speed control slows training to one step a second and back',
+      e2 - e1 >= 2 && e2 - e1 <= 4 && e3 >= e2 + 20 && !shown && errors.length === 0,
+      `${e2 - e1} steps in 3 s at 1 step/s, then epoch ${e2} -> ${e3} at full speed ${shown} ${errors.join(' | ')}`);
+  } finally {
+    await browser.close();
+  }
+}
+
 // Milliseconds per step at L = 8 with the paper's network (batch 512) on the CPU fallback: the
 // page's median of the last 9 steps, read at epoch 15. (WebGPU's is read in its training run.)
 async function speed(label) {
@@ -268,6 +293,7 @@ for (const [name, fn] of [
   ['cpu-fallback', () => trainingRun('cpu-fallback', false)],
   ['url', urlRoundTrip],
   ['hidden-tab', hiddenTab],
+  ['pace', pace],
   ['speed-cpu', () => speed('speed-cpu')],
 ]) {
   try { await fn(); } catch (e) { check(name, false, String(e).split('\n')[0]); }

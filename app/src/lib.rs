@@ -23,7 +23,7 @@ use neuralrg::observables::exact_values;
 use neuralrg::train::TrainConfig;
 use wasm_bindgen::prelude::*;
 
-use crate::model::{Outputs, Request};
+use crate::model::{Outputs, PACES, Request};
 use crate::panels::Canvases;
 
 /// Shows panics in the page (the `#fatal` box of index.html) as well as in the console, so a
@@ -680,6 +680,15 @@ fn Controls(ui: Ui) -> impl IntoView {
                     {move || if ui.out.running.get() { "Pause" } else { "Start" }}
                 </button>
                 <button id="step" disabled=move || ui.out.running.get() on:click=move |_| ui.request(Request::Step)>"Step"</button>
+                <label title="Slow training down to watch the panels change (the time of a step stays the backend's)">"speed"
+                    <select id="speed" name="speed" on:change=move |ev| {
+                        if let Ok(ms) = event_target_value(&ev).parse() {
+                            ui.request(Request::Pace(ms));
+                        }
+                    }>
+                        {PACES.iter().map(|&(ms, label)| view! { <option value=ms.to_string()>{label}</option> }).collect_view()}
+                    </select>
+                </label>
                 <button id="reset" on:click=move |_| ui.request(Request::Reset(ui.config.get_untracked()))>"Reset"</button>
                 <button id="mi" title="Recompute the mutual information now" on:click=move |_| ui.request(Request::MutualInformation)>"Update MI"</button>
                 <button id="csv" title="Download the loss history, one row per epoch (as a run folder's records/train.csv)"

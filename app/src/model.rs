@@ -5,6 +5,7 @@
 
 use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
+use futures::future::{Either, select};
 use leptos::prelude::*;
 use neuralrg::analysis::ReceptiveField;
 use neuralrg::train::{EpochStats, TrainConfig};
@@ -23,6 +24,13 @@ const MEASURE_SAMPLES: usize = 512;
 pub const DEFAULT_SITE: usize = 0;
 /// Train for at most this long before yielding to the browser (milliseconds).
 const SLICE_MS: f64 = 40.0;
+/// The speed control's choices: milliseconds per step (0: full speed) and their labels.
+pub const PACES: [(u32, &str); 4] = [
+    (0, "full speed"),
+    (250, "4 steps/s"),
+    (1000, "1 step/s"),
+    (3000, "1 step per 3 s"),
+];
 
 /// What the views ask the model for.
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +39,9 @@ pub enum Request {
     Run(bool),
     /// One training step (while paused).
     Step,
+    /// Train at most one step per this many milliseconds while running (0: as fast as the
+    /// backend goes), so that a class can watch the panels change.
+    Pace(u32),
     /// Drop the session and pause: the next step trains this configuration from scratch.
     Reset(TrainConfig),
     /// The receptive field of a latent site (also the one refreshed while training).
@@ -133,7 +144,8 @@ async fn sleep(ms: i32) {
 }
 
 /// The model's task: waits for a request while paused, trains in slices of [`SLICE_MS`] while
-/// running (taking the requests that came meanwhile between slices), measures and analyzes.
+/// running (taking the requests that came meanwhile between slices; one step per slice, and a
+/// wait for the next step's time, when the speed control slows it down), measures and analyzes.
 async fn run(
     prefer_cpu: bool,
     mut config: TrainConfig,
@@ -151,6 +163,8 @@ async fn run(
     let mut running = false;
     let mut site = DEFAULT_SITE;
     let mut step_ms: Vec<f64> = Vec::new();
+    // The speed control: the least time per step, and when the next step may start.
+    let (mut pace_ms, mut next_step_at) = (0.0f64, 0.0f64);
     let pause = |running: &mut bool| {
         *running = false;
         out.running.set(false);
@@ -173,6 +187,15 @@ async fn run(
                 Some(r) => todo.push(r),
                 None => return,
             }
+        } else if now_ms() < next_step_at {
+            // Slowed down: wait for the next step's time, taking any request at once.
+            let wait = Box::pin(sleep((next_step_at - now_ms()).ceil() as i32));
+            if let Either::Left((r, _)) = select(requests.next(), wait).await {
+                match r {
+                    Some(r) => todo.push(r),
+                    None => return,
+                }
+            }
         }
         while let Ok(r) = requests.try_recv() {
             todo.push(r);
@@ -185,6 +208,10 @@ async fn run(
                     out.running.set(on);
                 }
                 Request::Step => single = true,
+                Request::Pace(ms) => {
+                    pace_ms = f64::from(ms);
+                    next_step_at = 0.0;
+                }
                 Request::Reset(c) => {
                     config = c;
                     pause(&mut running);
@@ -216,7 +243,7 @@ async fn run(
                 }
             }
         }
-        let training = (running && !tab_hidden()) || single;
+        let training = (running && !tab_hidden() && now_ms() >= next_step_at) || single;
         if !training && field.is_none() && !mi {
             continue;
         }
@@ -271,7 +298,10 @@ async fn run(
                     field = Some(site);
                     mi = true;
                 }
-                if single || !running || now_ms() - slice > SLICE_MS {
+                if pace_ms > 0.0 {
+                    next_step_at = t0 + pace_ms;
+                }
+                if single || !running || pace_ms > 0.0 || now_ms() - slice > SLICE_MS {
                     break;
                 }
             }
