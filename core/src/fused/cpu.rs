@@ -563,10 +563,9 @@ fn mlp_forward<F: Real, const L: usize, const FMA: bool>(
 ) {
     let h = dense[0].outputs;
     let first = &dense[0];
-    let n0 = first.inputs;
     for (j, act) in acts[..h].iter_mut().enumerate() {
         let mut acc = splat(pt[first.bias + j]);
-        let w = &pt[first.weight + j * n0..first.weight + (j + 1) * n0];
+        let w = output_weights(pt, first, j);
         for &i in kept {
             fma::<F, L, FMA>(&mut acc, &y[i], w[i]);
         }
@@ -577,11 +576,9 @@ fn mlp_forward<F: Real, const L: usize, const FMA: bool>(
     for (l, d) in dense.iter().enumerate().take(hidden).skip(1) {
         let (prev, cur) = acts.split_at_mut(l * h);
         let prev = &prev[(l - 1) * h..];
-        let weights = &pt[d.weight..d.weight + h * h];
-        let biases = &pt[d.bias..d.bias + h];
-        for ((c, w), &b) in cur[..h].iter_mut().zip(weights.chunks_exact(h)).zip(biases) {
-            let mut acc = splat(b);
-            for (a, &wi) in prev.iter().zip(w) {
+        for (j, c) in cur[..h].iter_mut().enumerate() {
+            let mut acc = splat(pt[d.bias + j]);
+            for (a, &wi) in prev.iter().zip(output_weights(pt, d, j)) {
                 fma::<F, L, FMA>(&mut acc, a, wi);
             }
             elu::<F, L, FMA>(&mut acc);
@@ -592,8 +589,7 @@ fn mlp_forward<F: Real, const L: usize, const FMA: bool>(
     let top = &acts[(hidden - 1) * h..hidden * h];
     for &c in changed {
         let mut acc = splat(pt[last.bias + c]);
-        let w = &pt[last.weight + c * h..last.weight + (c + 1) * h];
-        for (a, &wi) in top.iter().zip(w) {
+        for (a, &wi) in top.iter().zip(output_weights(pt, last, c)) {
             fma::<F, L, FMA>(&mut acc, a, wi);
         }
         out[c] = acc;
@@ -601,7 +597,8 @@ fn mlp_forward<F: Real, const L: usize, const FMA: bool>(
 }
 
 /// The parameters with every dense layer's weight `[inputs, outputs]` stored transposed,
-/// `[outputs, inputs]` (biases and scales where they were): the forward passes' layout.
+/// `[outputs, inputs]` (biases and scales where they were): the forward passes' layout, read
+/// through [`output_weights`].
 fn transposed<F: Real>(p: &[F], layout: &[CouplingLayout]) -> Vec<F> {
     let mut t = p.to_vec();
     for d in layout.iter().flat_map(|lay| lay.s.iter().chain(&lay.t)) {
@@ -614,9 +611,16 @@ fn transposed<F: Real>(p: &[F], layout: &[CouplingLayout]) -> Vec<F> {
     t
 }
 
+/// The weights into output `j` of dense layer `d`, one per input, in [`transposed`] parameters.
+#[inline(always)]
+fn output_weights<'a, F>(pt: &'a [F], d: &Dense, j: usize) -> &'a [F] {
+    &pt[d.weight + j * d.inputs..d.weight + (j + 1) * d.inputs]
+}
+
 /// Backpropagates `delta` (the gradient of the MLP's outputs, at `changed`) through one MLP
 /// whose input was `y` at `kept` and whose activations are `acts`: accumulates the parameter
-/// gradients into `gp` (per lane) and adds the input gradient to `gy` at `kept`.
+/// gradients into `gp` (one register's lanes per parameter) and adds the input gradient to `gy`
+/// at `kept`.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn mlp_backward<F: Real, const L: usize, const R: usize, const FMA: bool>(
@@ -769,7 +773,7 @@ fn scatter<F: Real, const L: usize>(
 fn forward_chunk<F: Real, const L: usize, const FMA: bool>(
     g: &Geometry,
     state: &[F],
-    p: &[F],
+    pt: &[F],
     first: usize,
     ld_rows: &mut [F],
     out: Shared<F>,
@@ -793,7 +797,7 @@ fn forward_chunk<F: Real, const L: usize, const FMA: bool>(
                     }
                 }
             }
-            coupling_forward::<F, L, FMA>(g, p, n, &mut y, &mut ld, &mut scratch);
+            coupling_forward::<F, L, FMA>(g, pt, n, &mut y, &mut ld, &mut scratch);
         }
         scatter::<F, L>(g, out, first + r, count, &y);
         ld_rows[r..r + count].copy_from_slice(&ld[..count]);
@@ -803,7 +807,8 @@ fn forward_chunk<F: Real, const L: usize, const FMA: bool>(
 
 /// The backward pass of one coupling layer on a group whose input was `y`: turns `gy` (the
 /// gradient of the layer's output) into the gradient of its input and accumulates the
-/// parameter gradients into `gp` (per lane). `gld` is the gradient of the log-determinant.
+/// parameter gradients into `gp` (one register's lanes per parameter). `gld` is the gradient of
+/// the log-determinant.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn coupling_backward<F: Real, const L: usize, const R: usize, const FMA: bool>(
@@ -870,7 +875,7 @@ fn coupling_backward<F: Real, const L: usize, const R: usize, const FMA: bool>(
 
 /// The backward pass of a chunk of rows, from the coupling layers' inputs `saved` by the forward
 /// pass: the coupling layers are walked back one at a time over all groups of the chunk, so that
-/// one coupling layer's per-lane gradient accumulators stay in L1 while it is processed.
+/// one coupling layer's gradient accumulators stay in L1 while it is processed.
 #[allow(clippy::too_many_arguments)]
 #[inline(always)]
 fn backward_chunk<F: Real, const L: usize, const R: usize, const FMA: bool>(
@@ -1065,6 +1070,11 @@ pub fn backward<F: Real>(
 /// Lanes per group with AVX2: 16 (two 256-bit registers of f32, four of f64).
 #[cfg(target_arch = "x86_64")]
 const LANES_F32: usize = 16;
+/// Lanes of one AVX2 register of f32: the width of the parameter-gradient accumulators.
+#[cfg(target_arch = "x86_64")]
+const REGISTER_F32: usize = 8;
+/// Lanes of one 128-bit register of f32 (SSE2, wasm `simd128`): the portable accumulators' width.
+const REGISTER_PORTABLE: usize = 4;
 /// Lanes per group in the portable code's backward pass (SSE2, wasm `simd128`: 128-bit
 /// registers): 32 measured faster than 16 or 64 there.
 const LANES_PORTABLE: usize = 32;
@@ -1078,7 +1088,7 @@ fn run_forward<F: Real>(
     isa: Isa,
     g: &Geometry,
     state: &[F],
-    p: &[F],
+    pt: &[F],
     first: usize,
     ld: &mut [F],
     out: Shared<F>,
@@ -1087,11 +1097,11 @@ fn run_forward<F: Real>(
     #[cfg(target_arch = "x86_64")]
     if isa == Isa::Avx2Fma {
         // SAFETY: `isa()` found AVX2 and FMA on this CPU.
-        unsafe { avx2::forward(g, state, p, first, ld, out, saved) };
+        unsafe { avx2::forward(g, state, pt, first, ld, out, saved) };
         return;
     }
     let _ = isa;
-    forward_chunk::<F, LANES_PORTABLE_FORWARD, false>(g, state, p, first, ld, out, saved);
+    forward_chunk::<F, LANES_PORTABLE_FORWARD, false>(g, state, pt, first, ld, out, saved);
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1114,7 +1124,9 @@ fn run_backward<F: Real>(
         return;
     }
     let _ = isa;
-    backward_chunk::<F, LANES_PORTABLE, 4, false>(g, saved, p, pt, grad, first, rows, gp, gs);
+    backward_chunk::<F, LANES_PORTABLE, REGISTER_PORTABLE, false>(
+        g, saved, p, pt, grad, first, rows, gp, gs,
+    );
 }
 
 /// The same code compiled for AVX2 and FMA (the helpers above are `inline(always)`, so they
@@ -1128,13 +1140,13 @@ mod avx2 {
     pub(super) unsafe fn forward<F: Real>(
         g: &Geometry,
         state: &[F],
-        p: &[F],
+        pt: &[F],
         first: usize,
         ld: &mut [F],
         out: Shared<F>,
         saved: Option<Shared<F>>,
     ) {
-        forward_chunk::<F, LANES_F32, true>(g, state, p, first, ld, out, saved);
+        forward_chunk::<F, LANES_F32, true>(g, state, pt, first, ld, out, saved);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1150,6 +1162,8 @@ mod avx2 {
         gp: &mut [F],
         gs: Shared<F>,
     ) {
-        backward_chunk::<F, LANES_F32, 8, true>(g, saved, p, pt, grad, first, rows, gp, gs);
+        backward_chunk::<F, LANES_F32, REGISTER_F32, true>(
+            g, saved, p, pt, grad, first, rows, gp, gs,
+        );
     }
 }
