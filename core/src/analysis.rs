@@ -15,7 +15,7 @@ use crate::lattice::Lattice;
 use crate::mera::MeraConfig;
 
 /// The receptive field of a latent site: `dx_i/dz_k` for every physical site `i`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ReceptiveField {
     /// The latent site `k`.
     pub site: usize,
@@ -155,11 +155,42 @@ pub async fn layer_outputs<B: FlowBackend>(flow: &Flow<B>, x: &[f64], layers: us
     through_oriented(flow, x, |xt| flow.mera.infer_partial(xt, layers)).await
 }
 
+/// What the [`probes`] are, in order.
+pub const PROBE_NAMES: [&str; 3] = ["all +1", "checkerboard", "wave"];
+
+/// Three fixed configurations of `lattice` (row-major `[3, N]`): every field +1, a checkerboard
+/// of +1 and -1, and a wave `cos(2 pi (row + 2 col) / L)`. The flow's `log q` on them
+/// ([`log_q_probes`]) tells whether two programs hold the same model (the page shows it for a
+/// model it opens or saves; `train` writes it to `summary.json`, `sample --json` prints it).
+pub fn probes(lattice: Lattice) -> Vec<f64> {
+    let (n, l) = (lattice.sites(), lattice.side() as f64);
+    let mut x = vec![1.0; n];
+    for i in 0..n {
+        let (r, c) = lattice.coords(i);
+        x.push(if (r + c) % 2 == 0 { 1.0 } else { -1.0 });
+    }
+    for i in 0..n {
+        let (r, c) = lattice.coords(i);
+        x.push((std::f64::consts::TAU * (r + 2 * c) as f64 / l).cos());
+    }
+    x
+}
+
+/// `log q` of the flow at the [`probes`] of its lattice.
+pub async fn log_q_probes<B: FlowBackend>(flow: &Flow<B>, lattice: Lattice) -> Vec<f64> {
+    let n = lattice.sites();
+    let x = Tensor::<B, 2>::from_data(
+        TensorData::new(probes(lattice), [PROBE_NAMES.len(), n]),
+        &flow.mera.device(),
+    );
+    crate::host::read(flow.log_prob(x)).await
+}
+
 /// One sample seen at every scale of the hierarchy: the renormalization group in pictures.
 /// Level `k` works on the sublattice of side `L / 2^k` (coordinates multiples of `2^k`); its
 /// block layers decimate three quarters of those sites in 2D (half in 1D) into latent variables
 /// and pass the rest, the sublattice of side `L / 2^(k+1)`, on to level `k + 1`.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RgPicture {
     pub lattice: Lattice,
     /// The physical configuration `x` (site order), through its more probable sign branch as in
@@ -170,7 +201,7 @@ pub struct RgPicture {
 }
 
 /// What one level of an [`RgPicture`] does to its sublattice.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RgLevel {
     /// Side of the sublattice the level works on, `L / 2^k`.
     pub side: usize,

@@ -107,6 +107,133 @@ pub fn encode<B: FlowAutodiff>(
     Ok(out)
 }
 
+/// [`encode`] on any backend, the browser's WebGPU included, where tensors are read back only
+/// asynchronously: every parameter and every optimizer moment is read back once into a copy of
+/// the flow and the optimizer on the CPU backend (the same values and parameter ids), which is
+/// encoded. The bytes decode as [`encode`]'s do.
+pub async fn encode_async<B: FlowAutodiff>(
+    epoch: usize,
+    config: &TrainConfig,
+    flow: &Flow<B>,
+    optim: &OptimizerAdaptor<Adam, Flow<B>, B>,
+) -> Result<Vec<u8>, CheckpointError> {
+    use burn::module::AutodiffModule;
+    use burn::module::{ModuleMapper, ModuleVisitor, Param, ParamId};
+    use burn::optim::record::AdaptorRecord;
+    use burn::optim::{AdamState, AdaptiveMomentumState};
+    use burn::tensor::{Tensor, TensorData};
+    type Cpu = burn::backend::Autodiff<burn::backend::Flex>;
+    /// The optimizer's record: Adam's state by parameter id.
+    type Record<B> = <OptimizerAdaptor<Adam, Flow<B>, B> as Optimizer<Flow<B>, B>>::Record;
+
+    /// One parameter flattened: its id, shape, values and Adam state (time, moments).
+    struct Flat<T> {
+        id: ParamId,
+        shape: Vec<usize>,
+        value: T,
+        adam: Option<(usize, T, T, Option<T>)>,
+    }
+    struct Collect<B: FlowAutodiff> {
+        record: Record<B>,
+        flat: Vec<Flat<Tensor<B::InnerBackend, 1>>>,
+    }
+    impl<B: FlowAutodiff> ModuleVisitor<B::InnerBackend> for Collect<B> {
+        fn visit_float<const D: usize>(&mut self, p: &Param<Tensor<B::InnerBackend, D>>) {
+            let t = p.val();
+            let adam = self.record.remove(&p.id).map(|r| {
+                let m = r.into_state::<D>().momentum;
+                let flat = |t: Tensor<B::InnerBackend, D>| t.reshape([-1]);
+                (
+                    m.time,
+                    flat(m.moment_1),
+                    flat(m.moment_2),
+                    m.max_moment_2.map(flat),
+                )
+            });
+            self.flat.push(Flat {
+                id: p.id,
+                shape: t.dims().to_vec(),
+                value: t.reshape([-1]),
+                adam,
+            });
+        }
+    }
+    let mut collect = Collect::<B> {
+        record: optim.to_record(),
+        flat: Vec::new(),
+    };
+    flow.valid().visit(&mut collect);
+    let mut read = Vec::with_capacity(collect.flat.len());
+    for f in collect.flat {
+        let adam = match f.adam {
+            Some((time, m1, m2, max)) => Some((
+                time,
+                crate::host::read(m1).await,
+                crate::host::read(m2).await,
+                match max {
+                    Some(t) => Some(crate::host::read(t).await),
+                    None => None,
+                },
+            )),
+            None => None,
+        };
+        read.push(Flat {
+            id: f.id,
+            shape: f.shape,
+            value: crate::host::read(f.value).await,
+            adam,
+        });
+    }
+
+    /// Puts the values read back into the CPU flow, in the same visiting order, under the
+    /// original ids, and rebuilds the optimizer record for the CPU backend.
+    struct Fill {
+        read: std::vec::IntoIter<Flat<Vec<f64>>>,
+        record: Record<Cpu>,
+    }
+    impl ModuleMapper<Cpu> for Fill {
+        fn map_float<const D: usize>(&mut self, p: Param<Tensor<Cpu, D>>) -> Param<Tensor<Cpu, D>> {
+            let f = self.read.next().expect("the same architecture");
+            let device = p.val().device();
+            let tensor = |v: Vec<f64>| {
+                Tensor::<<Cpu as burn::tensor::backend::AutodiffBackend>::InnerBackend, D>::from_data(
+                    TensorData::new(v, f.shape.clone()),
+                    &device,
+                )
+            };
+            if let Some((time, m1, m2, max)) = f.adam {
+                let momentum = AdaptiveMomentumState {
+                    time,
+                    moment_1: tensor(m1),
+                    moment_2: tensor(m2),
+                    max_moment_2: max.map(tensor),
+                };
+                self.record
+                    .insert(f.id, AdaptorRecord::from_state::<D>(AdamState { momentum }));
+            }
+            let value =
+                Tensor::<Cpu, D>::from_data(TensorData::new(f.value, f.shape.clone()), &device);
+            Param::initialized(f.id, value.require_grad())
+        }
+    }
+    let device = Default::default();
+    let fresh = config.init_flow::<Cpu>(&device);
+    let fresh = Flow {
+        mera: fresh
+            .mera
+            .with_masks(&config.mera, flow.mera.masks())
+            .map_err(CheckpointError::Record)?,
+        symmetric: flow.symmetric,
+    };
+    let mut fill = Fill {
+        read: read.into_iter(),
+        record: Default::default(),
+    };
+    let cpu_flow = fresh.map(&mut fill);
+    let cpu_optim = config.adam::<Cpu>().load_record(fill.record);
+    encode(epoch, config, &cpu_flow, &cpu_optim)
+}
+
 /// The sections of a checkpoint.
 pub struct Sections<'a> {
     pub epoch: usize,

@@ -24,18 +24,22 @@
 //! - [`records`]: a run's per-epoch and measurement rows, and their CSV files;
 //! - [`resources`]: the memory a configuration needs, checked before allocating;
 //! - [`settings`]: partial settings (a URL query, a settings file's table) over a configuration;
-//! - [`stats`]: means, errors, log-sum-exp.
+//! - [`stats`]: means, errors, log-sum-exp;
+//! - [`folder`]: what a run folder holds (`parameters.json`, checkpoint names) and a model in
+//!   one file, read and written natively and in the page;
+//! - [`device`]: the devices' names (starting a backend on them is native only).
 //!
-//! Native only: [`run`] (run folders, checkpoints, records), [`sweep`] (grids of runs),
-//! [`device`] (backend choice),
+//! Native only: [`run`] (run folders on disk, checkpoints, records), [`sweep`] (grids of runs),
 //! [`parallel`] (data-parallel training on several devices) and, with the `cli` feature (on by
 //! default), [`cli`] (argument glue of the binaries).
 
 pub mod agreement;
 pub mod analysis;
 pub mod coupling;
+pub mod device;
 pub mod exact;
 pub mod flow;
+pub mod folder;
 pub mod fused;
 pub mod hmc;
 pub mod host;
@@ -54,8 +58,6 @@ pub mod train;
 pub mod checkpoint;
 #[cfg(all(feature = "cli", not(target_arch = "wasm32")))]
 pub mod cli;
-#[cfg(not(target_arch = "wasm32"))]
-pub mod device;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod parallel;
 #[cfg(not(target_arch = "wasm32"))]

@@ -16,7 +16,10 @@ use std::time::Instant;
 
 use serde::{Deserialize, Serialize};
 
-use crate::device::{DeviceKind, DeviceList};
+pub use crate::folder::{
+    DEFAULT_HMC_CHAINS, DEFAULT_SAVE_PERIOD, PARAMETERS_FORMAT, Parameters, RunOptions,
+};
+use crate::folder::{NotLoaded, checkpoint_epoch, checkpoint_name};
 use crate::fused::FlowAutodiff;
 use crate::hmc::{Chains, HmcConfig, Space, Start};
 use crate::host::block_on;
@@ -29,68 +32,6 @@ use crate::stats::tau_int;
 use crate::train::{EpochStats, TrainConfig, Trainer};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-
-/// Everything about a run that is not the training configuration.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RunOptions {
-    /// Run folder.
-    pub folder: PathBuf,
-    /// A label for the run.
-    pub name: String,
-    /// Total epochs (one Adam step each).
-    pub epochs: usize,
-    /// Save a checkpoint every this many epochs (and always at the end).
-    #[serde(rename = "savePeriod")]
-    pub save_period: usize,
-    /// Compute device.
-    pub device: DeviceKind,
-    /// Train in f64.
-    pub double: bool,
-    /// Skip HMC measurements during training.
-    #[serde(rename = "skipHMC")]
-    pub skip_hmc: bool,
-    /// Checkpoints kept besides the final one.
-    pub keep: usize,
-    /// Persistent latent-space HMC chains measured every `savePeriod` epochs (0: none).
-    #[serde(default = "default_hmc_chains")]
-    pub hmc_chains: usize,
-    /// Data-parallel training on these devices (`--devices`; absent: on `device` alone).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub devices: Option<DeviceList>,
-}
-
-fn default_hmc_chains() -> usize {
-    DEFAULT_HMC_CHAINS
-}
-
-/// Persistent HMC chains measured during training, unless set otherwise.
-pub const DEFAULT_HMC_CHAINS: usize = 32;
-
-/// Epochs between checkpoints (and measurements), unless set otherwise.
-pub const DEFAULT_SAVE_PERIOD: usize = 50;
-
-/// The `parameters.json` format this build writes; files of a newer format are refused.
-pub const PARAMETERS_FORMAT: u32 = 1;
-
-fn format_1() -> u32 {
-    1
-}
-
-/// `parameters.json`: the training configuration, the run options and provenance.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Parameters {
-    /// Format of this file ([`PARAMETERS_FORMAT`]; files without the key are format 1).
-    #[serde(default = "format_1")]
-    pub format: u32,
-    #[serde(flatten)]
-    pub config: TrainConfig,
-    #[serde(flatten)]
-    pub options: RunOptions,
-    /// Burn backend name, for example `autodiff<flex>`.
-    pub backend: String,
-    /// neuralrg version that wrote the file.
-    pub version: String,
-}
 
 /// `summary.json`, written when a run finishes.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,6 +57,10 @@ pub struct Summary {
     pub seconds_per_epoch: f64,
     pub parameters: usize,
     pub folder: PathBuf,
+    /// `log q` of the trained flow at the [`crate::analysis::probes`]: the same numbers where
+    /// the model is opened (the page, `sample --json`) say it is the same model.
+    #[serde(default)]
+    pub log_q_probes: Vec<f64>,
 }
 
 /// Why a run could not go on; the binaries turn these into a message and exit code.
@@ -179,12 +124,7 @@ pub fn checkpoints(folder: &Path) -> Vec<(usize, PathBuf)> {
         .flatten()
         .filter_map(|e| {
             let p = e.path();
-            let name = p.file_name()?.to_str()?;
-            let epoch = name
-                .strip_prefix("epoch-")?
-                .strip_suffix(".ckpt")?
-                .parse()
-                .ok()?;
+            let epoch = checkpoint_epoch(p.file_name()?.to_str()?)?;
             Some((epoch, p))
         })
         .collect();
@@ -202,22 +142,7 @@ pub fn read_parameters(folder: &Path) -> Result<Parameters, RunError> {
             io(&path, e)
         }
     })?;
-    let invalid = |e: serde_json::Error| {
-        RunError::Input(format!(
-            "{} is not a valid parameters file: {e}",
-            path.display()
-        ))
-    };
-    let value: serde_json::Value = serde_json::from_str(&text).map_err(invalid)?;
-    if let Some(format) = value.get("format").and_then(|f| f.as_u64())
-        && format > PARAMETERS_FORMAT as u64
-    {
-        return Err(RunError::Input(format!(
-            "{} is of format {format}, newer than this build's (it reads format {PARAMETERS_FORMAT}): use the neuralrg that wrote it, or a newer one",
-            path.display()
-        )));
-    }
-    serde_json::from_value(value).map_err(invalid)
+    Parameters::parse(&text, &path.display().to_string()).map_err(RunError::Input)
 }
 
 /// Loads the newest good checkpoint of a folder into a trainer. A damaged one (cut short,
@@ -235,39 +160,38 @@ pub fn load_trainer<B: FlowAutodiff>(
             folder.display()
         )));
     }
-    let mut skipped: Vec<(PathBuf, String)> = Vec::new();
-    for (_, path) in found.iter().rev() {
-        let bytes = fs::read(path).map_err(|e| io(path, e))?;
-        match Trainer::from_checkpoint(config.clone(), &bytes, device) {
-            Ok(trainer) => {
-                for (skip, why) in &skipped {
-                    eprintln!(
-                        "warning: skipped the damaged checkpoint {} ({why}); loaded {} (epoch {})",
-                        skip.display(),
-                        path.display(),
-                        trainer.epoch
-                    );
-                }
-                return Ok(trainer);
+    let newest_first = found.iter().rev().map(|(_, path)| {
+        (
+            path.display().to_string(),
+            fs::read(path).map_err(|e| io(path, e)),
+        )
+    });
+    match crate::folder::newest_good(config, newest_first, device) {
+        Ok(loaded) => {
+            for (skip, why) in &loaded.skipped {
+                eprintln!(
+                    "warning: skipped the damaged checkpoint {skip} ({why}); loaded {} (epoch {})",
+                    loaded.name, loaded.trainer.epoch
+                );
             }
-            Err(e) if e.is_damage() => skipped.push((path.clone(), e.to_string())),
-            Err(e) => {
-                return Err(RunError::Input(format!(
-                    "cannot load checkpoint {}: {e}",
-                    path.display()
-                )));
-            }
+            Ok(loaded.trainer)
+        }
+        Err(NotLoaded::Read(e)) => Err(e),
+        Err(NotLoaded::Refused(name, e)) => Err(RunError::Input(format!(
+            "cannot load checkpoint {name}: {e}"
+        ))),
+        Err(NotLoaded::Damaged(skipped)) => {
+            let list: Vec<String> = skipped
+                .iter()
+                .map(|(name, why)| format!("{name}: {why}"))
+                .collect();
+            Err(RunError::Input(format!(
+                "no checkpoint of {} can be loaded: {}",
+                folder.display(),
+                list.join("; ")
+            )))
         }
     }
-    let list: Vec<String> = skipped
-        .iter()
-        .map(|(p, why)| format!("{}: {why}", p.display()))
-        .collect();
-    Err(RunError::Input(format!(
-        "no checkpoint of {} can be loaded: {}",
-        folder.display(),
-        list.join("; ")
-    )))
 }
 
 /// The exclusive right to write one run folder: an advisory lock on its `.lock` file (which
@@ -527,9 +451,7 @@ pub fn train<B: FlowAutodiff>(
             .to_checkpoint()
             .map_err(|e| RunError::Io(e.to_string()))?;
         write_atomic(
-            &folder
-                .join("savings")
-                .join(format!("epoch-{:06}.ckpt", trainer.epoch)),
+            &folder.join("savings").join(checkpoint_name(trainer.epoch)),
             &bytes,
         )?;
         let all = checkpoints(&folder);
@@ -607,7 +529,11 @@ pub fn train<B: FlowAutodiff>(
             trainer.epoch
         )));
     }
-    let summary = summarize(&params, &history, seconds_per_epoch, &folder);
+    let mut summary = summarize(&params, &history, seconds_per_epoch, &folder);
+    summary.log_q_probes = block_on(crate::analysis::log_q_probes(
+        &trainer.flow_valid(),
+        params.config.mera.lattice,
+    ));
     let json = serde_json::to_string_pretty(&summary).expect("summary serializes");
     write_atomic(&folder.join("summary.json"), json.as_bytes())?;
     Ok(summary)
@@ -645,5 +571,6 @@ fn summarize(
         seconds_per_epoch,
         parameters: params.config.mera.num_params(),
         folder: folder.to_path_buf(),
+        log_q_probes: Vec::new(),
     }
 }

@@ -692,6 +692,12 @@ impl<B: FlowAutodiff> Trainer<B> {
         crate::checkpoint::encode(self.epoch, &self.config, self.flow(), &self.optim)
     }
 
+    /// [`Trainer::to_checkpoint`] on any backend, the browser's WebGPU included (its tensors
+    /// are read back asynchronously; see [`crate::checkpoint::encode_async`]).
+    pub async fn to_checkpoint_async(&self) -> Result<Vec<u8>, crate::checkpoint::CheckpointError> {
+        crate::checkpoint::encode_async(self.epoch, &self.config, self.flow(), &self.optim).await
+    }
+
     /// Restores a run from [`Trainer::to_checkpoint`]'s bytes.
     pub fn from_checkpoint(
         config: TrainConfig,

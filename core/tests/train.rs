@@ -174,3 +174,161 @@ fn parameters_of_earlier_versions_still_read() {
         (Some(3), Some(300))
     );
 }
+
+/// A small run (L = 4) trained a few epochs.
+fn small_trainer(epochs: usize) -> Trainer<Autodiff<Flex>> {
+    let config = TrainConfig::from_query(
+        "L=4&d=2&T=2.269185314213022&nlayers=4&nmlp=2&nhidden=10&batch=64&lr=0.005&seed=3",
+    )
+    .unwrap();
+    let mut trainer = Trainer::<Autodiff<Flex>>::new(config, &Default::default()).unwrap();
+    for _ in 0..epochs {
+        block_on(trainer.step()).expect("finite loss");
+    }
+    trainer
+}
+
+/// The checkpoint written through asynchronous readbacks (the page's, on WebGPU) restores the
+/// same run as the plain one: the same parameters and optimizer state, so that the next
+/// training steps are identical; and a model in one file (the page's download) opens as the
+/// run, every way the page offers: the archive, a checkpoint alone, a run folder's files with a
+/// damaged newest checkpoint.
+#[test]
+fn a_model_file_restores_the_run_every_way_it_is_opened() {
+    use neuralrg::analysis::log_q_probes;
+    use neuralrg::checkpoint::flat_parameters;
+    use neuralrg::folder::{self, ModelFiles, Parameters};
+    let device = Default::default();
+    let mut trainer = small_trainer(3);
+    let config = trainer.config.clone();
+    let lattice = config.mera.lattice;
+    let plain = trainer.to_checkpoint().unwrap();
+    let via_readback = block_on(trainer.to_checkpoint_async()).unwrap();
+    let probes = block_on(log_q_probes(&trainer.flow_valid(), lattice));
+    let mut restored: Vec<Trainer<Autodiff<Flex>>> = [&plain, &via_readback]
+        .iter()
+        .map(|b| Trainer::from_checkpoint(config.clone(), b, &device).unwrap())
+        .collect();
+    let next = block_on(trainer.step()).unwrap();
+    for r in &mut restored {
+        assert_eq!(r.epoch, 3);
+        let s = block_on(r.step()).unwrap();
+        assert_eq!(
+            (s.loss, s.f),
+            (next.loss, next.f),
+            "the step after restoring"
+        );
+        assert_eq!(flat_parameters(r.flow()), flat_parameters(trainer.flow()));
+    }
+
+    let params = Parameters::of_model(config.clone(), 3, "autodiff<flex>".into());
+    let name = config.run_name();
+    assert_eq!(params.options.name, name);
+    let packed = folder::pack(&params, 3, &via_readback, 1_700_000_000);
+    let open = |files: Vec<(String, Vec<u8>)>| {
+        let m = ModelFiles::sort(files).unwrap();
+        let newest: Vec<(String, Result<Vec<u8>, ()>)> = m
+            .checkpoints
+            .iter()
+            .map(|(n, _, b)| (n.clone(), Ok(b.clone())))
+            .collect();
+        let loaded = folder::newest_good::<Autodiff<Flex>, ()>(&m.config, newest, &device)
+            .unwrap_or_else(|_| panic!("loads"));
+        (m, loaded)
+    };
+    let (m, loaded) = open(vec![("model.tar".into(), packed.clone())]);
+    assert_eq!(m.config, config);
+    assert_eq!(m.parameters.unwrap().options.epochs, 3);
+    assert_eq!(loaded.trainer.epoch, 3);
+    assert!(
+        loaded
+            .name
+            .ends_with(&format!("{name}/savings/epoch-000003.ckpt")),
+        "{}",
+        loaded.name
+    );
+    let again = block_on(log_q_probes(&loaded.trainer.flow_valid(), lattice));
+    assert_eq!(again, probes, "log q at the probes");
+    assert!(probes.iter().all(|v| v.is_finite()) && probes[0] != probes[2]);
+
+    // A checkpoint alone holds its settings.
+    let (m, loaded) = open(vec![("renamed.ckpt".into(), plain.clone())]);
+    assert!(m.parameters.is_none());
+    assert_eq!((m.config, loaded.trainer.epoch), (config.clone(), 3));
+
+    // A picked run folder: its other files are passed over, a damaged newest checkpoint too.
+    let mut cut = restored[0].to_checkpoint().unwrap();
+    cut.truncate(cut.len() / 2);
+    let (m, loaded) = open(vec![
+        ("run/records/train.csv".into(), b"epoch,loss\n".to_vec()),
+        ("run/parameters.json".into(), params.to_json().into_bytes()),
+        ("run/savings/epoch-000003.ckpt".into(), plain.clone()),
+        ("run/savings/epoch-000004.ckpt".into(), cut),
+    ]);
+    assert_eq!(
+        m.checkpoints.iter().map(|c| c.1).collect::<Vec<_>>(),
+        [4, 3]
+    );
+    assert_eq!((loaded.trainer.epoch, loaded.skipped.len()), (3, 1));
+    assert!(
+        loaded.skipped[0].1.contains("truncated"),
+        "{:?}",
+        loaded.skipped
+    );
+
+    // What cannot be opened says what is expected.
+    let e = ModelFiles::sort(vec![(
+        "run/parameters.json".into(),
+        params.to_json().into_bytes(),
+    )])
+    .unwrap_err();
+    assert!(e.contains("no checkpoint among the files"), "{e}");
+    let json = params.to_json().into_bytes();
+    let e = ModelFiles::sort(vec![
+        ("a/parameters.json".into(), json.clone()),
+        ("b/parameters.json".into(), json),
+        ("a/savings/epoch-000003.ckpt".into(), plain.clone()),
+    ])
+    .unwrap_err();
+    assert!(e.contains("two parameters.json"), "{e}");
+    let e = ModelFiles::sort(vec![("x.tar".into(), b"not a tar archive".to_vec())]).unwrap_err();
+    assert!(e.contains("x.tar"), "{e}");
+
+    // The archive is a tar file that tar itself unpacks into a run folder the command line
+    // reads; and `tar cf` of a run folder opens in the page.
+    let Ok(tar) = std::process::Command::new("tar").arg("--version").output() else {
+        println!("no tar program here: its part of the test skipped");
+        return;
+    };
+    assert!(tar.status.success());
+    let dir = std::env::temp_dir().join(format!("neuralrg-model-file-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("model.tar"), &packed).unwrap();
+    let status = std::process::Command::new("tar")
+        .args(["-xf", "model.tar"])
+        .current_dir(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let run = dir.join(&name);
+    let read = neuralrg::run::read_parameters(&run).unwrap();
+    assert_eq!(read.config, config);
+    let native =
+        neuralrg::run::load_trainer::<Autodiff<Flex>>(&run, &read.config, &device).unwrap();
+    assert_eq!(
+        flat_parameters(native.flow()),
+        flat_parameters(loaded.trainer.flow())
+    );
+    let status = std::process::Command::new("tar")
+        .args(["-cf", "again.tar", &name])
+        .current_dir(&dir)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let (m, loaded) = open(vec![(
+        "again.tar".into(),
+        std::fs::read(dir.join("again.tar")).unwrap(),
+    )]);
+    assert_eq!((m.config, loaded.trainer.epoch), (config, 3));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -30,13 +30,14 @@ use rand::rngs::StdRng;
 #[derive(Parser, Debug)]
 #[command(version, args_override_self = true)]
 struct Cli {
-    /// Run folder written by `train`.
+    /// Run folder written by `train` (or unpacked from the page's model file with `tar xf`).
     #[arg(long)]
     folder: PathBuf,
     // The sampler and its settings, declared with their defaults in `DrawConfig`.
     #[command(flatten, next_help_heading = "Sampler")]
     draw: DrawConfig,
-    /// Print the table as one JSON object.
+    /// Print the table as one JSON object (with `log_q_probes`: the flow's log q at three fixed
+    /// configurations, as the page shows for a model it opens).
     #[arg(long)]
     json: bool,
     /// Seed of the samples.
@@ -169,6 +170,7 @@ impl BackendJob for Job {
                 "warnings": warnings,
                 "biased": args.draw.sampler == Sampler::Direct,
                 "seconds": seconds,
+                "log_q_probes": block_on(crate::analysis::log_q_probes(&trainer.flow_valid(), lattice)),
                 "observables": {
                     "energy_per_site": o.energy_per_site, "abs_m": o.abs_m, "m2": o.m2,
                     "susceptibility": o.susceptibility, "specific_heat": o.specific_heat, "binder_u4": o.binder_u4,

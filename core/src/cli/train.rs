@@ -42,7 +42,7 @@ struct Cli {
     #[arg(long = "save-period", alias = "savePeriod")]
     save_period: Option<usize>,
     /// Checkpoints to keep in savings/ (the newest ones) [with --load: the stored value].
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = crate::folder::DEFAULT_KEEP)]
     keep: usize,
     /// Train in f64 (on the CPU; f32 is the default).
     #[arg(long)]
