@@ -7,7 +7,10 @@
 // Prints one line per check and a cargo-style summary line ("test result: ok. N passed; M
 // failed") that tests/run.sh counts.
 import { chromium } from 'playwright-core';
-import { mkdirSync, readFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const [base, out] = process.argv.slice(2);
 mkdirSync(out, { recursive: true });
@@ -81,6 +84,40 @@ async function waitDrawn(page, timeout) {
   } catch (_) { /* reported by the check that follows */ }
 }
 
+// From now on, records how long the page takes to answer a click (from the moment the browser
+// created the click event to the end of the page's handlers, which run before this listener) and
+// the gaps between animation frames.
+async function watchResponses(page) {
+  await page.evaluate(() => {
+    window.answers = [];
+    window.addEventListener('click', e => window.answers.push(performance.now() - e.timeStamp));
+    window.frameGaps = [];
+    let last = performance.now();
+    const tick = t => { window.frameGaps.push(t - last); last = t; requestAnimationFrame(tick); };
+    requestAnimationFrame(tick);
+  });
+}
+
+// Clicks a latent site of the receptive-field panel `n` times, every `ms` milliseconds, as a
+// student would while the model trains.
+async function clickSites(page, n, ms) {
+  for (let i = 0; i < n; i++) {
+    await page.waitForTimeout(ms);
+    await page.locator('.site').nth(i % 4).click({ timeout: 60000 });
+  }
+}
+
+// The slowest answer to a click since watchResponses, and the longest gap between frames.
+async function responses(page) {
+  return page.evaluate(() => ({
+    slowest: Math.max(...window.answers), clicks: window.answers.length,
+    gap: Math.max(...window.frameGaps.slice(1)), frames: window.frameGaps.length,
+  }));
+}
+
+// The page must answer a click within this many milliseconds while the model trains.
+const RESPONSIVE_MS = 100;
+
 // Clicks `selector` and returns the bytes of the download it starts.
 async function download(page, selector) {
   const [d] = await Promise.all([page.waitForEvent('download', { timeout: 60000 }), page.click(selector)]);
@@ -100,12 +137,23 @@ async function trainingRun(label, webgpu) {
       (await page.locator('select[name=L]').inputValue()) === run.L
         && (await page.locator('input[name=nlayers]').inputValue()) === run.nlayers
         && (await page.locator('input[name=lr]').inputValue()) === run.lr);
+    await watchResponses(page);
     await page.click('#start');
     const t0 = Date.now();
-    // The first WebGPU step compiles every kernel (SwiftShader: tens of seconds).
+    // The first WebGPU step compiles every kernel (SwiftShader: tens of seconds). Clicks while
+    // it does, and while the model trains.
+    if (webgpu) await clickSites(page, 12, 500);
     const epochs = run.epochs;
     await waitEpoch(page, epochs, 420000);
+    if (webgpu) {
+      const r = await responses(page);
+      speeds.push(`${label}: the page answered ${r.clicks} clicks within ${r.slowest.toFixed(1)} ms while kernels compiled and the model trained; longest gap between animation frames ${r.gap.toFixed(0)} ms over ${r.frames} frames`);
+      check(`${label}: the page answers clicks within ${RESPONSIVE_MS} ms while kernels compile and the model trains`,
+        r.slowest < RESPONSIVE_MS && r.clicks >= 12, `slowest answer ${r.slowest.toFixed(1)} ms of ${r.clicks} clicks`);
+    }
     await page.click('#start', { timeout: 120000 }); // pause
+    // The model (in its worker) says it paused after the rows of every step it finished.
+    await page.waitForFunction(() => document.querySelector('#stats')?.dataset.running === 'false', null, { timeout: 120000 });
     const [epoch, f, f0] = [Number(await stat(page, 'epoch')), Number(await stat(page, 'f')), Number(await stat(page, 'f-first'))];
     if (webgpu) {
       // The paper's network at L = 8: the speed of WebGPU (median of the steps after the first).
@@ -140,6 +188,19 @@ async function trainingRun(label, webgpu) {
     const shown = await pageErrors(page);
     check(`${label}: no error in the page or the console`, !shown && errors.length === 0, [shown, ...errors].join(' | '));
     await page.screenshot({ path: `${out}/${label}.png`, fullPage: true });
+    if (webgpu && process.env.NEURALRG_BINS) {
+      // The model trained on WebGPU, saved (its tensors read back asynchronously), is read by
+      // the command line with the log q the page computed on the GPU.
+      const trained = Number(await stat(page, 'epoch'));
+      const [d] = await Promise.all([page.waitForEvent('download', { timeout: 120000 }), page.click('#save')]);
+      const bytes = readFileSync(await d.path());
+      await page.waitForFunction(() => document.querySelector('#model')?.dataset.logQ, null, { timeout: 60000 });
+      const saved = await modelLine(page);
+      const read = sampleModelFile(bytes, d.suggestedFilename());
+      check(`${label}: the model saved from WebGPU is read by sample with the page's log q`,
+        sameLogQ(read.json.log_q_probes, saved.logQ) && saved.epoch === trained,
+        `page ${saved.logQ.join(', ')}; sample ${read.json.log_q_probes.join(', ')}; epoch ${saved.epoch}`);
+    }
     if (webgpu) {
       // A lost GPU (here destroyed on purpose, as a driver reset would lose it): the page says
       // so, stops cleanly, and trains again on the CPU when asked.
@@ -265,6 +326,127 @@ async function pace() {
   }
 }
 
+// The ink of one panel's canvas (non-white opaque pixels).
+async function ink(page, panel) {
+  return page.$eval(`#panel-${panel} canvas`, c => {
+    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 0 && (d[i] < 250 || d[i + 1] < 250 || d[i + 2] < 250)) n++;
+    return n;
+  });
+}
+
+// The page's model line: its epoch and log q at the probe configurations.
+async function modelLine(page) {
+  const el = page.locator('#model');
+  return {
+    epoch: Number(await el.getAttribute('data-epoch')),
+    logQ: (await el.getAttribute('data-log-q')).split(',').map(Number),
+    text: await el.textContent(),
+  };
+}
+
+// log q in f32 on two backends: equal to 1e-3 absolute plus 1e-4 relative.
+const sameLogQ = (a, b) => a.length === 3 && a.length === b.length
+  && a.every((v, i) => Number.isFinite(v) && Math.abs(v - b[i]) <= 1e-3 + 1e-4 * Math.abs(b[i]));
+
+// Unpacks a model file saved by the page with tar and reads it with the command line's
+// `sample`; returns sample's JSON.
+function sampleModelFile(bytes, name) {
+  const dir = mkdtempSync(join(tmpdir(), 'neuralrg-page-model-'));
+  try {
+    writeFileSync(join(dir, name), bytes);
+    execFileSync('tar', ['-xf', name], { cwd: dir });
+    const run = readdirSync(dir).find(f => f !== name);
+    const json = execFileSync(join(process.env.NEURALRG_BINS, 'sample'),
+      ['--folder', join(dir, run), '-n', '256', '--json'], { encoding: 'utf8', stdio: ['ignore', 'pipe', 'pipe'] });
+    return { run, json: JSON.parse(json) };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+// Models move between the command line and the page: a run folder trained natively (by
+// tests/web.sh) opens in the page with the log q that train wrote to summary.json, and is
+// sampled and looked inside without training; the page's model file, trained on, unpacked
+// with tar, is read by `sample` with the log q the page shows; dropped on the page, it opens
+// again. On the CPU fallback; the WebGPU run saves its model too (trainingRun).
+async function models() {
+  const run = process.env.NEURALRG_NATIVE_RUN;
+  if (!run || !process.env.NEURALRG_BINS) throw new Error('NEURALRG_NATIVE_RUN and NEURALRG_BINS are not set (tests/web.sh sets them)');
+  const summary = JSON.parse(readFileSync(join(run, 'summary.json'), 'utf8'));
+  const ckpt = readdirSync(join(run, 'savings')).filter(f => f.endsWith('.ckpt')).sort().pop();
+  const { browser, page, errors } = await open(false);
+  try {
+    // Another setup first: the controls must take over the model's.
+    await page.goto(`${base}?${SMALL}&cpu=true`);
+    await page.waitForFunction(() => !/looking/.test(document.querySelector('#backend')?.textContent ?? 'looking'), null, { timeout: 60000 });
+    await page.setInputFiles('#open-files', [join(run, 'parameters.json'), join(run, 'savings', ckpt)]);
+    await page.waitForFunction(() => document.querySelector('#model')?.dataset.logQ || document.querySelector('#error')?.hidden === false,
+      null, { timeout: 120000, polling: 250 });
+    const opened = await modelLine(page);
+    const L = await page.locator('select[name=L]').inputValue();
+    check('a natively trained L=8 model opens in the page with the same log q',
+      sameLogQ(opened.logQ, summary.log_q_probes) && L === '8' && opened.epoch === summary.epochs,
+      `page ${opened.logQ.join(', ')}; summary.json ${summary.log_q_probes.join(', ')}; L ${L}; epoch ${opened.epoch}; ${await pageErrors(page)}`);
+    await page.waitForFunction(() => ['samples', 'rg', 'field', 'mi'].every(p => {
+      const c = document.querySelector(`#panel-${p} canvas`);
+      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
+      for (let i = 0; i < d.length; i += 16) if (d[i + 3] > 0 && d[i] < 250) return true;
+      return false;
+    }), null, { timeout: 180000, polling: 500 }).catch(() => {});
+    const inks = [];
+    for (const p of ['samples', 'rg', 'field', 'mi']) inks.push(await ink(page, p));
+    const still = Number(await stat(page, 'epoch'));
+    check('the opened model is sampled and looked inside without training',
+      inks.every(n => n > 500) && still === summary.epochs && (await stat(page, 'running')) === 'false',
+      `ink of samples, rg, field, mi: ${inks.join(', ')}; epoch ${still}`);
+    await page.screenshot({ path: `${out}/model-opened.png`, fullPage: true });
+
+    // Train on in the page, save, and read the file with the command line.
+    for (let k = 1; k <= 3; k++) {
+      await page.click('#step');
+      await waitEpoch(page, summary.epochs + k, 60000);
+    }
+    const [d] = await Promise.all([page.waitForEvent('download', { timeout: 120000 }), page.click('#save')]);
+    const name = d.suggestedFilename();
+    const bytes = readFileSync(await d.path());
+    await page.waitForFunction(e => Number(document.querySelector('#model')?.dataset.epoch) === e, summary.epochs + 3, { timeout: 60000 });
+    const saved = await modelLine(page);
+    const read = sampleModelFile(bytes, name);
+    check('the page\'s model file is read by sample with the page\'s log q',
+      /\.tar$/.test(name) && saved.epoch === summary.epochs + 3 && sameLogQ(read.json.log_q_probes, saved.logQ)
+        && read.json.n === 256 && !sameLogQ(saved.logQ, opened.logQ),
+      `${name} -> ${read.run}; page ${saved.logQ.join(', ')}; sample ${read.json.log_q_probes.join(', ')}`);
+
+    // Dropped on the page, the file opens again.
+    await page.goto(`${base}?${SMALL}&cpu=true`);
+    await page.waitForFunction(() => !/looking/.test(document.querySelector('#backend')?.textContent ?? 'looking'), null, { timeout: 60000 });
+    const drop = await page.evaluateHandle(([b, n]) => {
+      const dt = new DataTransfer();
+      dt.items.add(new File([new Uint8Array(b)], n));
+      return dt;
+    }, [[...bytes], name]);
+    await page.dispatchEvent('body', 'drop', { dataTransfer: drop });
+    await page.waitForFunction(() => document.querySelector('#model')?.dataset.logQ || document.querySelector('#error')?.hidden === false,
+      null, { timeout: 120000, polling: 250 });
+    const dropped = await modelLine(page);
+    check('a model file dropped on the page opens',
+      dropped.epoch === saved.epoch && sameLogQ(dropped.logQ, saved.logQ) && /Opened/.test(dropped.text),
+      `${dropped.text.slice(0, 160)} ${await pageErrors(page)}`);
+
+    // What is not a model is refused with a message.
+    await page.setInputFiles('#open-files', [join(run, 'parameters.json')]);
+    await page.waitForFunction(() => document.querySelector('#error')?.hidden === false, null, { timeout: 30000 });
+    const msg = await page.locator('#error').textContent();
+    const shown = /no checkpoint among the files/.test(msg);
+    check('files without a checkpoint are refused, saying what to open', shown && errors.length === 0,
+      `${msg.trim()} ${errors.join(' | ')}`);
+  } finally {
+    await browser.close();
+  }
+}
+
 // Milliseconds per step at L = 8 with the paper's network (batch 512) on the CPU fallback: the
 // page's median of the last 9 steps, read at epoch 15. (WebGPU's is read in its training run.)
 async function speed(label) {
@@ -272,8 +454,14 @@ async function speed(label) {
   try {
     await page.goto(`${base}?L=8&d=2&cpu=true`);
     await page.waitForFunction(() => !/looking/.test(document.querySelector('#backend')?.textContent ?? 'looking'), null, { timeout: 60000 });
+    await watchResponses(page);
     await page.click('#start');
+    await clickSites(page, 8, 400);
     await waitEpoch(page, 15, 600000);
+    const r = await responses(page);
+    speeds.push(`${label}: the page answered ${r.clicks} clicks within ${r.slowest.toFixed(1)} ms while the paper's network trained at L=8 on the CPU; longest gap between animation frames ${r.gap.toFixed(0)} ms over ${r.frames} frames`);
+    check(`${label}: the page answers clicks within ${RESPONSIVE_MS} ms while the paper's network trains at L=8`,
+      r.slowest < RESPONSIVE_MS && r.gap < RESPONSIVE_MS && r.clicks >= 8, `slowest answer ${r.slowest.toFixed(1)} ms of ${r.clicks} clicks; longest frame gap ${r.gap.toFixed(1)} ms`);
     const ms = Number(await stat(page, 'ms-per-step'));
     const how = 'median of steps 7 to 15';
     await page.click('#start', { timeout: 300000 });
@@ -294,6 +482,7 @@ for (const [name, fn] of [
   ['url', urlRoundTrip],
   ['hidden-tab', hiddenTab],
   ['pace', pace],
+  ['models', models],
   ['speed-cpu', () => speed('speed-cpu')],
 ]) {
   try { await fn(); } catch (e) { check(name, false, String(e).split('\n')[0]); }

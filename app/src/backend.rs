@@ -1,13 +1,14 @@
-//! Choosing the backend in the page: Burn's wgpu backend on WebGPU when the browser has an
-//! adapter, otherwise Burn's Flex CPU backend (single-threaded wasm).
+//! Choosing the backend the model trains on (in its Web Worker): Burn's wgpu backend on WebGPU
+//! when the browser has an adapter, otherwise Burn's Flex CPU backend (single-threaded wasm).
 
 use burn::backend::wgpu::{RuntimeOptions, WgpuDevice, graphics, init_setup_async};
 use burn::backend::{Autodiff, Flex, Wgpu};
+use neuralrg::folder::ModelFiles;
 use neuralrg::train::TrainConfig;
 use wasm_bindgen::JsCast;
 use wasm_bindgen_futures::JsFuture;
 
-use crate::lab::{Lab, new_lab};
+use crate::lab::{Lab, Opened, new_lab, open_lab};
 
 /// The backend the page trains on.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,12 +46,15 @@ impl Backend {
                         on_lost(format!("{reason:?}: {message}"));
                     });
                 // A test hook: the end-to-end test loses the device on purpose, as a driver
-                // reset would (GPUDevice.destroy() fires GPUDevice.lost).
+                // reset would (GPUDevice.destroy() fires GPUDevice.lost); the page's
+                // `window.neuralrgLoseDevice()` reaches it through the model.
                 let gpu = setup.device.clone();
                 let lose = wasm_bindgen::closure::Closure::<dyn Fn()>::new(move || gpu.destroy());
-                if let Some(w) = web_sys::window() {
-                    let _ = js_sys::Reflect::set(&w, &"neuralrgLoseDevice".into(), lose.as_ref());
-                }
+                let _ = js_sys::Reflect::set(
+                    &js_sys::global(),
+                    &"neuralrgLoseDevice".into(),
+                    lose.as_ref(),
+                );
                 lose.forget();
                 let info = setup.adapter.get_info();
                 let adapter = if info.name.is_empty() {
@@ -86,13 +90,24 @@ impl Backend {
             Self::Cpu { .. } => new_lab::<Autodiff<Flex>>(config, &Default::default()),
         }
     }
+
+    /// A session from a model's files (see [`ModelFiles`]), at its checkpoint's epoch.
+    pub fn open(&self, files: &ModelFiles) -> Result<Opened, String> {
+        match self {
+            Self::WebGpu { device, .. } => open_lab::<Autodiff<Wgpu>>(files, device),
+            Self::Cpu { .. } => open_lab::<Autodiff<Flex>>(files, &Default::default()),
+        }
+    }
 }
 
 /// The adapter `navigator.gpu.requestAdapter()` gives, described by its `info` (vendor,
 /// architecture, description: browsers disclose no more); else why there is none.
 async fn webgpu_adapter() -> Result<String, String> {
-    let window = web_sys::window().ok_or("no window")?;
-    let navigator = window.navigator();
+    // The window's or, in the model's worker, the worker's navigator.
+    let navigator = js_sys::Reflect::get(&js_sys::global(), &"navigator".into())
+        .ok()
+        .filter(|n| !n.is_undefined())
+        .ok_or("no navigator")?;
     let gpu = js_sys::Reflect::get(&navigator, &"gpu".into()).unwrap_or_default();
     if gpu.is_undefined() || gpu.is_null() {
         return Err("this browser has no WebGPU (navigator.gpu is missing)".into());

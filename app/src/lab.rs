@@ -5,6 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use neuralrg::analysis::{self, LookConfig, ReceptiveField, RgPicture};
+use neuralrg::folder::{self, ModelFiles, NotLoaded};
 use neuralrg::fused::FlowAutodiff;
 use neuralrg::ising::Target;
 use neuralrg::observables;
@@ -21,7 +22,7 @@ pub type LocalFuture<'a, T> = Pin<Box<dyn Future<Output = T> + 'a>>;
 pub const SHOWN_SAMPLES: usize = 16;
 
 /// What one measurement of the current flow shows.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Measurement {
     /// Epochs trained when it was taken.
     pub epoch: usize,
@@ -56,6 +57,12 @@ pub trait Lab {
     /// Gaussian mutual-information matrices `(latent z, physical x)` from the final states of
     /// independent Metropolis-Hastings chains ([`LookConfig::quick`]).
     fn mutual_information(&mut self) -> LocalFuture<'_, (Vec<f64>, Vec<f64>)>;
+    /// The session as a checkpoint (a run folder's `savings/epoch-NNNNNN.ckpt`).
+    fn checkpoint(&self) -> LocalFuture<'_, Result<Vec<u8>, String>>;
+    /// `log q` of the flow at the [`analysis::probes`].
+    fn log_q_probes(&self) -> LocalFuture<'_, Vec<f64>>;
+    /// Burn's name of the backend, as `parameters.json` records it.
+    fn backend_name(&self) -> String;
 }
 
 struct Session<B: FlowAutodiff> {
@@ -70,14 +77,51 @@ pub fn new_lab<B: FlowAutodiff>(
     config: TrainConfig,
     device: &B::Device,
 ) -> Result<Box<dyn Lab>, String> {
-    let trainer = Trainer::<B>::new(config.clone(), device).map_err(|e| e.to_string())?;
-    let target = Target::new(config.relaxation(), device);
-    let rng = StdRng::seed_from_u64(config.seed ^ 0x00AB_5EED);
-    Ok(Box::new(Session {
+    let trainer = Trainer::<B>::new(config, device).map_err(|e| e.to_string())?;
+    Ok(session(trainer, device))
+}
+
+fn session<B: FlowAutodiff>(trainer: Trainer<B>, device: &B::Device) -> Box<dyn Lab> {
+    let target = Target::new(trainer.config.relaxation(), device);
+    let rng = StdRng::seed_from_u64(trainer.config.seed ^ 0x00AB_5EED);
+    Box::new(Session {
         trainer,
         target,
         rng,
-    }))
+    })
+}
+
+/// A model opened in the page: its session, at the epoch of its checkpoint.
+pub struct Opened {
+    pub lab: Box<dyn Lab>,
+    /// The checkpoint loaded.
+    pub checkpoint: String,
+    /// Damaged checkpoints passed over for it, with why.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// A session on backend `B` from the newest good checkpoint of `files`.
+pub fn open_lab<B: FlowAutodiff>(files: &ModelFiles, device: &B::Device) -> Result<Opened, String> {
+    let newest_first = files
+        .checkpoints
+        .iter()
+        .map(|(name, _, bytes)| (name.clone(), Ok::<_, String>(bytes.clone())));
+    match folder::newest_good::<B, String>(&files.config, newest_first, device) {
+        Ok(l) => Ok(Opened {
+            lab: session(l.trainer, device),
+            checkpoint: l.name,
+            skipped: l.skipped,
+        }),
+        Err(NotLoaded::Read(e)) => Err(e),
+        Err(NotLoaded::Refused(name, e)) => Err(format!("cannot open {name}: {e}")),
+        Err(NotLoaded::Damaged(all)) => Err(format!(
+            "no checkpoint can be opened: {}",
+            all.iter()
+                .map(|(n, why)| format!("{n}: {why}"))
+                .collect::<Vec<_>>()
+                .join("; ")
+        )),
+    }
 }
 
 impl<B: FlowAutodiff> Lab for Session<B> {
@@ -152,5 +196,25 @@ impl<B: FlowAutodiff> Lab for Session<B> {
                 analysis::mi_gaussian(&mh.x, n),
             )
         })
+    }
+
+    fn checkpoint(&self) -> LocalFuture<'_, Result<Vec<u8>, String>> {
+        Box::pin(async move {
+            self.trainer
+                .to_checkpoint_async()
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn log_q_probes(&self) -> LocalFuture<'_, Vec<f64>> {
+        Box::pin(async move {
+            let lattice = self.trainer.config.mera.lattice;
+            analysis::log_q_probes(&self.trainer.flow_valid(), lattice).await
+        })
+    }
+
+    fn backend_name(&self) -> String {
+        B::name(&self.trainer.flow().mera.device())
     }
 }

@@ -9,12 +9,13 @@
 //!
 //! A model ([`model`]: one task that owns the training session, fed by a channel of requests)
 //! and views (the components here, which send requests and draw what the model publishes). The
-//! model yields to the browser every few tens of milliseconds, so the page stays responsive.
+//! model runs in a Web Worker ([`worker`]), so the page stays responsive while it trains.
 
 pub mod backend;
 pub mod lab;
 pub mod model;
 pub mod panels;
+pub mod worker;
 
 use futures::channel::mpsc::UnboundedSender;
 use leptos::prelude::*;
@@ -267,10 +268,20 @@ fn download_url(url: &str, name: &str) {
 
 /// Downloads `text` as the file `name` (of type `mime`).
 fn download_text(text: &str, name: &str, mime: &str) -> Result<(), String> {
-    let parts = js_sys::Array::of1(&JsValue::from_str(text));
+    download_blob(&js_sys::Array::of1(&JsValue::from_str(text)), name, mime)
+}
+
+/// Downloads `bytes` as the file `name` (of type `mime`).
+fn download_bytes(bytes: &[u8], name: &str, mime: &str) -> Result<(), String> {
+    let data = js_sys::Uint8Array::from(bytes);
+    download_blob(&js_sys::Array::of1(&data), name, mime)
+}
+
+/// Downloads a blob of `parts` (strings or byte arrays) as the file `name`.
+fn download_blob(parts: &js_sys::Array, name: &str, mime: &str) -> Result<(), String> {
     let bag = web_sys::BlobPropertyBag::new();
     bag.set_type(mime);
-    let blob = web_sys::Blob::new_with_str_sequence_and_options(&parts, &bag)
+    let blob = web_sys::Blob::new_with_blob_sequence_and_options(parts, &bag)
         .map_err(|e| format!("{e:?}"))?;
     let url = web_sys::Url::create_object_url_with_blob(&blob).map_err(|e| format!("{e:?}"))?;
     download_url(&url, name);
@@ -283,6 +294,39 @@ fn download_text(text: &str, name: &str, mime: &str) -> Result<(), String> {
             w.set_timeout_with_callback_and_timeout_and_arguments_0(revoke.unchecked_ref(), 60_000);
     }
     Ok(())
+}
+
+/// Whether a file of this name can hold a model (what [`neuralrg::folder::ModelFiles`] reads);
+/// the other files of a picked run folder are not read.
+fn holds_model(name: &str) -> bool {
+    name == "parameters.json" || name.ends_with(".ckpt") || name.ends_with(".tar")
+}
+
+/// Reads the files chosen or dropped that can hold a model and asks the model to open them.
+fn open_files(ui: Ui, files: web_sys::FileList) {
+    let chosen: Vec<web_sys::File> = (0..files.length())
+        .filter_map(|i| files.get(i))
+        .filter(|f| holds_model(&f.name()))
+        .collect();
+    leptos::task::spawn_local(async move {
+        let mut read = Vec::new();
+        for file in chosen {
+            // In a picked folder, the path within it (run/savings/epoch-000100.ckpt).
+            let path = js_sys::Reflect::get(&file, &"webkitRelativePath".into())
+                .ok()
+                .and_then(|p| p.as_string())
+                .filter(|p| !p.is_empty())
+                .unwrap_or_else(|| file.name());
+            match wasm_bindgen_futures::JsFuture::from(file.array_buffer()).await {
+                Ok(buffer) => read.push((path, js_sys::Uint8Array::new(&buffer).to_vec())),
+                Err(e) => {
+                    ui.out.error.set(Some(format!("Cannot read {path}: {e:?}")));
+                    return;
+                }
+            }
+        }
+        ui.request(Request::Open(read));
+    });
 }
 
 /// Downloads a canvas as `neuralrg-<name>.png`.
@@ -304,10 +348,17 @@ pub const PAGE_TEMPERATURES: (f64, f64) = (0.5, 5.0);
 pub const PAGE_MEMORY: u64 = 1 << 30;
 
 /// A configuration from the page's query (its URL form), accepted only within what the page
-/// offers: its lattice sides, its temperatures, and a training step that fits [`PAGE_MEMORY`]. The error names
-/// the value and what is allowed.
+/// offers ([`page_limits`]). The error names the value and what is allowed.
 pub fn page_config(query: &str) -> Result<TrainConfig, String> {
     let c = TrainConfig::from_query(query).map_err(|e| e.to_string())?;
+    page_limits(&c)?;
+    Ok(c)
+}
+
+/// Whether the page offers `c` (set in the page, or of a model opened there): its lattice sides,
+/// its temperatures, and a training step that fits [`PAGE_MEMORY`]. The error names the value
+/// and what is allowed.
+pub fn page_limits(c: &TrainConfig) -> Result<(), String> {
     let l = c.mera.lattice.side();
     if !PAGE_SIDES.contains(&l) {
         return Err(format!(
@@ -322,10 +373,9 @@ pub fn page_config(query: &str) -> Result<TrainConfig, String> {
     }
     neuralrg::resources::check(
         &format!("training at L={l} with batch {}", c.optimizer.batch),
-        neuralrg::resources::training_bytes(&c, 4),
+        neuralrg::resources::training_bytes(c, 4),
         Some(PAGE_MEMORY),
-    )?;
-    Ok(c)
+    )
 }
 
 /// The page's query string (without `?`).
@@ -370,7 +420,7 @@ fn draw_panels(ui: Ui) {
         let bound = ui.config.with(|c| c.relaxation().loss_bound());
         ui.out.train.with(|train| {
             if train.is_empty() {
-                report(panels::clear(c), ui);
+                report(panels::blank(&[c.loss]), ui);
             } else {
                 report(panels::loss(c, train, bound), ui);
             }
@@ -378,32 +428,31 @@ fn draw_panels(ui: Ui) {
     });
     Effect::new(move |_| {
         let lattice = ui.config.with_untracked(|c| c.mera.lattice);
-        let epochs = ui
-            .out
-            .train
-            .with_untracked(|t| t.last().map_or(1.0, |r| r.epoch as f64));
+        let epochs = ui.out.stats.with_untracked(|s| s.epoch.max(1) as f64);
         let exact = exact.get_untracked();
         ui.out.measurements.with(|ms| {
             report(
-                panels::measurements(c, epochs, ms, lattice, exact.energy_per_site, exact.m2),
+                if ms.is_empty() {
+                    panels::blank(&[c.samples, c.rg, c.rates, c.observables])
+                } else {
+                    panels::measurements(c, epochs, ms, lattice, exact.energy_per_site, exact.m2)
+                },
                 ui,
             );
         });
     });
     Effect::new(move |_| {
         let lattice = ui.config.with_untracked(|c| c.mera.lattice);
-        ui.out.field.with(|f| {
-            if let Some(f) = f {
-                report(panels::field(c, lattice, f), ui);
-            }
+        ui.out.field.with(|f| match f {
+            Some(f) => report(panels::field(c, lattice, f), ui),
+            None => report(panels::blank(&[c.field]), ui),
         });
     });
     Effect::new(move |_| {
         let n = ui.config.with_untracked(|c| c.mera.lattice.sites());
-        ui.out.mi.with(|mi| {
-            if let Some((z, x)) = mi {
-                report(panels::mutual_information(c, n, z.clone(), x.clone()), ui);
-            }
+        ui.out.mi.with(|mi| match mi {
+            Some((z, x)) => report(panels::mutual_information(c, n, z.clone(), x.clone()), ui),
+            None => report(panels::blank(&[c.mi]), ui),
         });
     });
 }
@@ -425,7 +474,7 @@ pub fn App() -> impl IntoView {
     let prefer_cpu = address.cpu;
     let unknown = address.unknown.clone();
     let out = Outputs::new(url_error);
-    let requests = model::spawn(prefer_cpu, config.clone(), out);
+    let requests = worker::spawn(prefer_cpu, config.clone(), out);
     let ui = Ui {
         config: RwSignal::new(config),
         prefer_cpu: RwSignal::new(prefer_cpu),
@@ -437,6 +486,29 @@ pub fn App() -> impl IntoView {
     };
     ui.write_url();
     draw_panels(ui);
+    // A model opened: the controls and the address show its configuration.
+    Effect::new(move |_| {
+        if let Some(c) = ui.out.opened.get() {
+            ui.selected.set(None);
+            ui.config.set(c);
+            ui.write_url();
+        }
+    });
+    // A model saved: download its file.
+    Effect::new(move |_| {
+        if let Some((name, bytes)) = ui.out.download.get() {
+            report(download_bytes(&bytes, &name, "application/x-tar"), ui);
+            ui.out.download.set(None);
+        }
+    });
+    // Model files dropped anywhere on the page are opened.
+    let _ = window_event_listener(leptos::ev::dragover, |e| e.prevent_default());
+    let _ = window_event_listener(leptos::ev::drop, move |e| {
+        e.prevent_default();
+        if let Some(files) = e.data_transfer().and_then(|d| d.files()) {
+            open_files(ui, files);
+        }
+    });
     let c = ui.canvases;
     view! {
         <header hidden=ui.hides("header")>
@@ -459,7 +531,7 @@ pub fn App() -> impl IntoView {
             {unknown.iter().map(|u| view! { <p>{u.clone()}</p> }).collect_view()}
         </div>
         <div hidden=ui.hides("controls")><Controls ui/></div>
-        <div hidden=ui.hides("stats")><StatsLine ui/></div>
+        <div hidden=ui.hides("stats")><StatsLine ui/><ModelLine ui/></div>
         <main class="panels">
             <Panel ui name="loss" title="Free energy" canvas=c.loss height=420
                 text="F = <log q(x) - log p(x)> over a batch of samples is an upper bound of the exact free energy -ln Z (red). The gap, relative to ln Z (bottom, log scale), shows how well the flow has learned the Boltzmann distribution."/>
@@ -577,6 +649,12 @@ fn StatsLine(ui: Ui) -> impl IntoView {
                 let s = ui.out.stats.get();
                 if s.epoch == 0 {
                     format!("not trained yet · exact bound -ln Z = {:.4}", bound())
+                } else if s.f.is_nan() {
+                    format!(
+                        "epoch {} (opened; Start trains on) · exact bound -ln Z = {:.4}",
+                        s.epoch,
+                        bound()
+                    )
                 } else {
                     format!(
                         "epoch {} · F = {:.4} · bound {:.4} · relative error {:.3}% · {:.1} ms/step",
@@ -588,6 +666,26 @@ fn StatsLine(ui: Ui) -> impl IntoView {
                     )
                 }
             }}
+        </p>
+    }
+}
+
+/// The model opened or saved last, with its `log q` at the probe configurations (the command
+/// line prints the same numbers for the same model); `data-log-q` carries them for the
+/// end-to-end test.
+#[component]
+fn ModelLine(ui: Ui) -> impl IntoView {
+    let model = ui.out.model;
+    view! {
+        <p id="model" class="model" hidden=move || model.with(|m| m.is_none())
+            data-epoch=move || model.with(|m| m.as_ref().map(|m| m.epoch.to_string()).unwrap_or_default())
+            data-log-q=move || model.with(|m| m.as_ref().map(|m| m.log_q.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(",")).unwrap_or_default())>
+            {move || model.with(|m| m.as_ref().map(|m| format!(
+                "{} · log q at the probe configurations ({}): {} (train's summary.json and sample --json give the same numbers for the same model)",
+                m.what,
+                neuralrg::analysis::PROBE_NAMES.join(", "),
+                m.log_q.iter().map(|v| format!("{v:.4}")).collect::<Vec<_>>().join(", ")
+            )).unwrap_or_default())}
         </p>
     }
 }
@@ -613,6 +711,23 @@ fn Controls(ui: Ui) -> impl IntoView {
         (1..=max)
             .map(|d| view! { <option value=d.to_string()>{d}</option> })
             .collect_view()
+    };
+    // The run-folder picker picks folders (`webkitdirectory`, which the view macro has no
+    // attribute for).
+    let folder_input = NodeRef::<leptos::html::Input>::new();
+    Effect::new(move |_| {
+        if let Some(input) = folder_input.get() {
+            input.set_webkitdirectory(true);
+        }
+    });
+    // Files chosen in a file picker: opened as one model.
+    let pick = move |ev: leptos::ev::Event| {
+        let input = event_target::<web_sys::HtmlInputElement>(&ev);
+        if let Some(files) = input.files() {
+            open_files(ui, files);
+        }
+        // Choosing the same files again opens them again.
+        input.set_value("");
     };
     let preset = move || {
         ui.config.with(|c| {
@@ -695,6 +810,20 @@ fn Controls(ui: Ui) -> impl IntoView {
                     on:click=move |_| report(ui.out.train.with_untracked(|t| download_text(&neuralrg::records::to_csv(t), "train.csv", "text/csv")), ui)>"History CSV"</button>
                 <button id="csv-measurements" title="Download the measurements (as a run folder's records/measurements.csv)"
                     on:click=move |_| report(ui.out.measurements.with_untracked(|m| download_text(&neuralrg::records::to_csv(&measure_rows(m)), "measurements.csv", "text/csv")), ui)>"Measurements CSV"</button>
+            </div>
+            <div class="buttons models">
+                <label class="button" title="Open a model: a run folder's parameters.json with a checkpoint from its savings/, a checkpoint alone, or a model file (.tar) saved here; or drop them on the page">
+                    "Open model"
+                    <input type="file" id="open-files" multiple accept=".json,.ckpt,.tar" hidden
+                        on:change=pick/>
+                </label>
+                <label class="button" title="Open a run folder written by train (its newest good checkpoint)">
+                    "Open run folder"
+                    <input type="file" id="open-folder" node_ref=folder_input hidden
+                        on:change=pick/>
+                </label>
+                <button id="save" title="Download this model as a run folder in one file (.tar): tar xf, then sample --folder, analyze --folder or train --load"
+                    on:click=move |_| ui.request(Request::Save)>"Save model"</button>
             </div>
         </section>
     }

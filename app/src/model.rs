@@ -1,14 +1,20 @@
 //! The page's model: one task that owns the training session (a [`Lab`] on the detected
-//! backend), fed by a channel of [`Request`]s from the views. What it computes it publishes in
-//! [`Outputs`], signals that the views read and draw; it never touches the page itself.
-//! Everything it computes comes from the `neuralrg` library, with the library's defaults.
+//! backend), fed by a channel of [`Request`]s from the views. It runs in a Web Worker
+//! ([`crate::worker`]), so that training steps, GPU kernel compilation and measurements never
+//! hold up the page: each change of what it computes goes to the page as a [`Change`], which
+//! the page applies to [`Outputs`], signals that the views read and draw. It never touches the
+//! page itself. Everything it computes comes from the `neuralrg` library, with the library's
+//! defaults.
 
 use futures::StreamExt;
-use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender, unbounded};
+use futures::channel::mpsc::{UnboundedReceiver, UnboundedSender};
 use futures::future::{Either, select};
 use leptos::prelude::*;
 use neuralrg::analysis::ReceptiveField;
+use neuralrg::folder::{self, ModelFiles, Parameters};
 use neuralrg::train::{EpochStats, TrainConfig};
+use serde::{Deserialize, Serialize};
+use wasm_bindgen::JsCast;
 
 use crate::backend::Backend;
 use crate::lab::{Lab, Measurement};
@@ -22,7 +28,7 @@ const MEASURE_SAMPLES: usize = 512;
 /// The site whose receptive field is shown until one is clicked: site (0, 0), at the top of
 /// the hierarchy.
 pub const DEFAULT_SITE: usize = 0;
-/// Train for at most this long before yielding to the browser (milliseconds).
+/// Train for at most this long before taking the requests that came meanwhile (milliseconds).
 const SLICE_MS: f64 = 40.0;
 /// The speed control's choices: milliseconds per step (0: full speed) and their labels.
 pub const PACES: [(u32, &str); 4] = [
@@ -33,7 +39,7 @@ pub const PACES: [(u32, &str); 4] = [
 ];
 
 /// What the views ask the model for.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Request {
     /// Train continuously (`true`) or pause.
     Run(bool),
@@ -50,10 +56,63 @@ pub enum Request {
     MutualInformation,
     /// The browser lost the WebGPU device (the reason): go on on the CPU.
     DeviceLost(String),
+    /// Open the model in these files `(path, bytes)` (see [`ModelFiles::sort`]) and pause: the
+    /// session goes on from its checkpoint.
+    Open(Vec<(String, Vec<u8>)>),
+    /// Save the session as a model file (published in [`Outputs::download`]).
+    Save,
+    /// Whether the page's tab is hidden (`document.hidden`): browsers throttle a hidden page, so
+    /// training pauses while it is.
+    Hidden(bool),
+    /// Destroy the WebGPU device, as a driver reset would (the end-to-end test's
+    /// `window.neuralrgLoseDevice()`).
+    LoseDevice,
+}
+
+/// What the model sends the page: one change of [`Outputs`] each.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Change {
+    /// The model's end of the worker is listening.
+    Ready,
+    /// The backend, in words and as `webgpu` or `cpu`.
+    Backend {
+        label: String,
+        short: String,
+    },
+    Running(bool),
+    Error(Option<String>),
+    Notice(Option<String>),
+    /// A fresh session: nothing trained, nothing shown.
+    Clear,
+    Stats(Stats),
+    /// The next row of the training history.
+    Train(EpochStats),
+    Measurement(Measurement),
+    Field(ReceptiveField),
+    /// The mutual-information matrices `(latent z, physical x)`.
+    MutualInformation(Vec<f64>, Vec<f64>),
+    Model(ModelInfo),
+    Opened(TrainConfig),
+    /// A model file to download: its name and bytes.
+    Download(String, Vec<u8>),
+    /// The model stopped on a panic (its message).
+    Fatal(String),
+}
+
+/// The model opened or saved last, as the page shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelInfo {
+    /// What was done, in words: opened from which checkpoint, or saved as which file.
+    pub what: String,
+    /// The epoch of its checkpoint.
+    pub epoch: usize,
+    /// `log q` at the [`neuralrg::analysis::probes`] (the command line prints the same numbers
+    /// for the same model).
+    pub log_q: Vec<f64>,
 }
 
 /// The numbers of the statistics line (also read by the end-to-end test).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Stats {
     pub epoch: usize,
     pub f: f64,
@@ -70,7 +129,7 @@ pub struct Outputs {
     /// The backend, in words, once detected.
     pub backend: RwSignal<Option<String>>,
     /// `webgpu` or `cpu`.
-    pub backend_short: RwSignal<&'static str>,
+    pub backend_short: RwSignal<String>,
     pub running: RwSignal<bool>,
     pub error: RwSignal<Option<String>>,
     /// A passing state of the session (for example paused while the tab is hidden).
@@ -84,13 +143,19 @@ pub struct Outputs {
     pub field: RwSignal<Option<ReceptiveField>>,
     /// The newest mutual-information matrices `(latent z, physical x)`.
     pub mi: RwSignal<Option<(Vec<f64>, Vec<f64>)>>,
+    /// The model opened or saved last in this session.
+    pub model: RwSignal<Option<ModelInfo>>,
+    /// The configuration of a model just opened (the controls take it over).
+    pub opened: RwSignal<Option<TrainConfig>>,
+    /// A model file to download: `(file name, bytes)` (the views download it and clear this).
+    pub download: RwSignal<Option<(String, Vec<u8>)>>,
 }
 
 impl Outputs {
     pub fn new(error: Option<String>) -> Self {
         Self {
             backend: RwSignal::new(None),
-            backend_short: RwSignal::new(""),
+            backend_short: RwSignal::new(String::new()),
             running: RwSignal::new(false),
             error: RwSignal::new(error),
             notice: RwSignal::new(None),
@@ -99,45 +164,88 @@ impl Outputs {
             measurements: RwSignal::new(Vec::new()),
             field: RwSignal::new(None),
             mi: RwSignal::new(None),
+            model: RwSignal::new(None),
+            opened: RwSignal::new(None),
+            download: RwSignal::new(None),
         }
     }
 
-    /// A fresh session: nothing trained, nothing shown.
-    fn clear(&self) {
-        self.stats.set(Stats::default());
-        self.train.set(Vec::new());
-        self.measurements.set(Vec::new());
-        self.field.set(None);
-        self.mi.set(None);
+    /// Applies one change from the model (all but [`Change::Ready`] and [`Change::Fatal`],
+    /// which [`crate::worker`] handles).
+    pub fn apply(&self, change: Change) {
+        match change {
+            Change::Ready | Change::Fatal(_) => {}
+            Change::Backend { label, short } => {
+                self.backend.set(Some(label));
+                self.backend_short.set(short);
+            }
+            Change::Running(on) => self.running.set(on),
+            Change::Error(e) => self.error.set(e),
+            Change::Notice(n) => self.notice.set(n),
+            Change::Clear => {
+                self.stats.set(Stats::default());
+                self.train.set(Vec::new());
+                self.measurements.set(Vec::new());
+                self.field.set(None);
+                self.mi.set(None);
+                self.model.set(None);
+            }
+            Change::Stats(s) => self.stats.set(s),
+            Change::Train(row) => self.train.update(|t| t.push(row)),
+            Change::Measurement(m) => self.measurements.update(|ms| ms.push(m)),
+            Change::Field(f) => self.field.set(Some(f)),
+            Change::MutualInformation(z, x) => self.mi.set(Some((z, x))),
+            Change::Model(info) => self.model.set(Some(info)),
+            Change::Opened(c) => self.opened.set(Some(c)),
+            Change::Download(name, bytes) => self.download.set(Some((name, bytes))),
+        }
     }
 }
 
-/// Starts the model for `config` (on the CPU when `prefer_cpu`, else WebGPU where there is
-/// one); returns the channel its requests go in.
-pub fn spawn(prefer_cpu: bool, config: TrainConfig, out: Outputs) -> UnboundedSender<Request> {
-    let (requests, rx) = unbounded();
-    leptos::task::spawn_local(run(prefer_cpu, config, requests.clone(), rx, out));
-    requests
+/// The model's end of [`Outputs`]: sends each change to the page, and keeps the little of it
+/// that the model reads back.
+struct Publish<F: Fn(Change)> {
+    post: F,
+    /// Whether a notice is shown.
+    notice: bool,
+    /// The first F of the session.
+    f_first: Option<f64>,
+}
+
+impl<F: Fn(Change)> Publish<F> {
+    fn send(&self, change: Change) {
+        (self.post)(change);
+    }
+
+    fn clear(&mut self) {
+        self.f_first = None;
+        self.send(Change::Clear);
+    }
+
+    fn notice(&mut self, notice: Option<String>) {
+        if notice.is_some() || self.notice {
+            self.notice = notice.is_some();
+            self.send(Change::Notice(notice));
+        }
+    }
+}
+
+/// The global scope's property `name` (the model runs in a worker or, in tests, a window).
+fn global(name: &str) -> wasm_bindgen::JsValue {
+    js_sys::Reflect::get(&js_sys::global(), &name.into()).unwrap_or_default()
 }
 
 fn now_ms() -> f64 {
-    web_sys::window()
-        .and_then(|w| w.performance())
+    global("performance")
+        .dyn_into::<web_sys::Performance>()
         .map_or(0.0, |p| p.now())
 }
 
-/// Whether the page's tab is hidden (`document.hidden`).
-fn tab_hidden() -> bool {
-    web_sys::window()
-        .and_then(|w| w.document())
-        .is_some_and(|d| d.hidden())
-}
-
-/// Waits `ms` milliseconds, letting the browser render and handle input meanwhile.
+/// Waits `ms` milliseconds, letting the event loop take messages meanwhile.
 async fn sleep(ms: i32) {
     let promise = js_sys::Promise::new(&mut |resolve, _| {
-        if let Some(w) = web_sys::window() {
-            let _ = w.set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms);
+        if let Ok(set_timeout) = global("setTimeout").dyn_into::<js_sys::Function>() {
+            let _ = set_timeout.call2(&js_sys::global(), &resolve, &ms.into());
         }
     });
     let _ = wasm_bindgen_futures::JsFuture::from(promise).await;
@@ -146,39 +254,49 @@ async fn sleep(ms: i32) {
 /// The model's task: waits for a request while paused, trains in slices of [`SLICE_MS`] while
 /// running (taking the requests that came meanwhile between slices; one step per slice, and a
 /// wait for the next step's time, when the speed control slows it down), measures and analyzes.
-async fn run(
+/// `sender` is the requests' own channel (the lost-device callback sends on it); `post` sends
+/// a change to the page.
+pub async fn run(
     prefer_cpu: bool,
     mut config: TrainConfig,
     sender: UnboundedSender<Request>,
     mut requests: UnboundedReceiver<Request>,
-    out: Outputs,
+    post: impl Fn(Change),
 ) {
+    let mut out = Publish {
+        post,
+        notice: false,
+        f_first: None,
+    };
     let mut backend = Backend::detect(prefer_cpu, move |why| {
         let _ = sender.unbounded_send(Request::DeviceLost(why));
     })
     .await;
-    out.backend.set(Some(backend.label()));
-    out.backend_short.set(backend.short());
+    out.send(Change::Backend {
+        label: backend.label(),
+        short: backend.short().into(),
+    });
     let mut lab: Option<Box<dyn Lab>> = None;
     let mut running = false;
+    let mut hidden = false;
     let mut site = DEFAULT_SITE;
     let mut step_ms: Vec<f64> = Vec::new();
     // The speed control: the least time per step, and when the next step may start.
     let (mut pace_ms, mut next_step_at) = (0.0f64, 0.0f64);
-    let pause = |running: &mut bool| {
+    let pause = |running: &mut bool, out: &Publish<_>| {
         *running = false;
-        out.running.set(false);
+        out.send(Change::Running(false));
     };
     loop {
         // Browsers throttle hidden tabs to about one timer a second or a minute: pause and say
         // so rather than train at that pace.
-        if running && tab_hidden() {
-            out.notice.set(Some(
+        if running && hidden {
+            out.notice(Some(
                 "Paused while the tab is hidden; training goes on when you come back.".into(),
             ));
             sleep(250).await;
-        } else if out.notice.get_untracked().is_some() {
-            out.notice.set(None);
+        } else {
+            out.notice(None);
         }
         // Paused: wait for the next request. Running: take those that came during the slice.
         let mut todo = Vec::new();
@@ -201,11 +319,12 @@ async fn run(
             todo.push(r);
         }
         let (mut single, mut field, mut mi) = (false, None, false);
+        let (mut measure, mut save) = (false, false);
         for r in todo {
             match r {
                 Request::Run(on) => {
                     running = on;
-                    out.running.set(on);
+                    out.send(Change::Running(on));
                 }
                 Request::Step => single = true,
                 Request::Pace(ms) => {
@@ -214,7 +333,9 @@ async fn run(
                 }
                 Request::Reset(c) => {
                     config = c;
-                    pause(&mut running);
+                    // The chosen site may not exist on the new lattice.
+                    site = DEFAULT_SITE;
+                    pause(&mut running, &out);
                     lab = None;
                     step_ms.clear();
                     out.clear();
@@ -230,29 +351,61 @@ async fn run(
                     backend = Backend::Cpu {
                         reason: format!("the WebGPU device was lost ({why})"),
                     };
-                    out.backend.set(Some(backend.label()));
-                    out.backend_short.set(backend.short());
-                    pause(&mut running);
+                    out.send(Change::Backend {
+                        label: backend.label(),
+                        short: backend.short().into(),
+                    });
+                    pause(&mut running, &out);
                     lab = None;
                     step_ms.clear();
                     out.clear();
-                    (single, field, mi) = (false, None, false);
-                    out.error.set(Some(format!(
+                    (single, field, mi, measure, save) = (false, None, false, false, false);
+                    out.send(Change::Error(Some(format!(
                         "The WebGPU device was lost ({why}): training stopped. The page now uses the CPU; press Start to train again from the beginning."
-                    )));
+                    ))));
+                }
+                Request::Open(files) => match open(&backend, files).await {
+                    Ok((opened, info)) => {
+                        config = opened.lab.config().clone();
+                        site = DEFAULT_SITE;
+                        pause(&mut running, &out);
+                        step_ms.clear();
+                        out.clear();
+                        out.send(Change::Error(None));
+                        out.send(Change::Stats(Stats {
+                            epoch: info.epoch,
+                            f: f64::NAN,
+                            f_first: f64::NAN,
+                            relative_error: f64::NAN,
+                            ms_per_step: 0.0,
+                        }));
+                        out.send(Change::Opened(config.clone()));
+                        out.send(Change::Model(info));
+                        lab = Some(opened.lab);
+                        // Show what the model does, without training it.
+                        (single, measure, field, mi) = (false, true, Some(site), true);
+                    }
+                    Err(e) => out.send(Change::Error(Some(format!("Cannot open the model: {e}")))),
+                },
+                Request::Save => save = true,
+                Request::Hidden(h) => hidden = h,
+                Request::LoseDevice => {
+                    if let Ok(lose) = global("neuralrgLoseDevice").dyn_into::<js_sys::Function>() {
+                        let _ = lose.call0(&js_sys::global());
+                    }
                 }
             }
         }
-        let training = (running && !tab_hidden() && now_ms() >= next_step_at) || single;
-        if !training && field.is_none() && !mi {
+        let training = (running && !hidden && now_ms() >= next_step_at) || single;
+        if !training && field.is_none() && !mi && !measure && !save {
             continue;
         }
         if lab.is_none() {
             match backend.lab(config.clone()) {
                 Ok(l) => lab = Some(l),
                 Err(e) => {
-                    out.error.set(Some(e));
-                    pause(&mut running);
+                    out.send(Change::Error(Some(e)));
+                    pause(&mut running, &out);
                     continue;
                 }
             }
@@ -266,7 +419,7 @@ async fn run(
                     Ok(s) => {
                         step_ms.push(now_ms() - t0);
                         let seconds = step_ms[step_ms.len() - 1] / 1000.0;
-                        out.train.update(|t| t.push(EpochStats { seconds, ..s }));
+                        out.send(Change::Train(EpochStats { seconds, ..s }));
                         // The last 9 steps, never the first (it compiles the GPU kernels).
                         let from = step_ms
                             .len()
@@ -274,25 +427,24 @@ async fn run(
                             .max(usize::from(step_ms.len() > 1));
                         let mut recent = step_ms[from..].to_vec();
                         recent.sort_by(f64::total_cmp);
-                        let f_first = out.train.with_untracked(|t| t[0].f);
-                        out.stats.set(Stats {
+                        let f_first = *out.f_first.get_or_insert(s.f);
+                        out.send(Change::Stats(Stats {
                             epoch: s.epoch,
                             f: s.f,
                             f_first,
                             relative_error: s.relative_error,
                             ms_per_step: recent[recent.len() / 2],
-                        });
+                        }));
                     }
                     Err(d) => {
-                        out.error.set(Some(d.to_string()));
-                        pause(&mut running);
+                        out.send(Change::Error(Some(d.to_string())));
+                        pause(&mut running, &out);
                         break;
                     }
                 }
                 let epoch = session.epoch();
                 if single || epoch.is_multiple_of(MEASURE_EVERY) {
-                    let m = session.measure(MEASURE_SAMPLES).await;
-                    out.measurements.update(|ms| ms.push(m));
+                    out.send(Change::Measurement(session.measure(MEASURE_SAMPLES).await));
                 }
                 if epoch.is_multiple_of(ANALYZE_EVERY) {
                     field = Some(site);
@@ -306,13 +458,67 @@ async fn run(
                 }
             }
         }
+        if measure {
+            out.send(Change::Measurement(session.measure(MEASURE_SAMPLES).await));
+        }
+        if save {
+            match save_model(session.as_ref()).await {
+                Ok((info, name, bytes)) => {
+                    out.send(Change::Model(info));
+                    out.send(Change::Download(name, bytes));
+                }
+                Err(e) => out.send(Change::Error(Some(format!("Cannot save the model: {e}")))),
+            }
+        }
         if let Some(s) = field {
-            out.field.set(Some(session.receptive_field(s).await));
+            out.send(Change::Field(session.receptive_field(s).await));
         }
         if mi {
-            out.mi.set(Some(session.mutual_information().await));
+            let (z, x) = session.mutual_information().await;
+            out.send(Change::MutualInformation(z, x));
         }
-        // Let the browser render and handle input.
+        // Take the messages that came meanwhile.
         sleep(0).await;
     }
+}
+
+/// Opens the model in `files` on `backend`, within what the page offers ([`crate::page_limits`]).
+async fn open(
+    backend: &Backend,
+    files: Vec<(String, Vec<u8>)>,
+) -> Result<(crate::lab::Opened, ModelInfo), String> {
+    let files = ModelFiles::sort(files)?;
+    crate::page_limits(&files.config)?;
+    let opened = backend.open(&files)?;
+    let epoch = opened.lab.epoch();
+    let mut what = format!("Opened {} (epoch {epoch}", opened.checkpoint);
+    if let Some(p) = &files.parameters {
+        what.push_str(&format!(
+            ", trained on {} with neuralrg {}",
+            p.backend, p.version
+        ));
+    }
+    what.push(')');
+    for (name, why) in &opened.skipped {
+        what.push_str(&format!("; passed over the damaged {name} ({why})"));
+    }
+    let log_q = opened.lab.log_q_probes().await;
+    Ok((opened, ModelInfo { what, epoch, log_q }))
+}
+
+/// The session as a model file: a run folder with its `parameters.json` and checkpoint in a
+/// tar archive ([`folder::pack`]); with its description and file name.
+async fn save_model(session: &dyn Lab) -> Result<(ModelInfo, String, Vec<u8>), String> {
+    let epoch = session.epoch();
+    let checkpoint = session.checkpoint().await?;
+    let params = Parameters::of_model(session.config().clone(), epoch, session.backend_name());
+    let seconds = (js_sys::Date::now() / 1000.0) as u64;
+    let bytes = folder::pack(&params, epoch, &checkpoint, seconds);
+    let run = &params.options.name;
+    let name = format!("{run}-epoch{epoch}.tar");
+    let log_q = session.log_q_probes().await;
+    let what = format!(
+        "Saved {name} (epoch {epoch}): `tar xf {name}` makes the run folder {run}, which sample --folder and analyze --folder read and train --load goes on with"
+    );
+    Ok((ModelInfo { what, epoch, log_q }, name, bytes))
 }

@@ -62,17 +62,9 @@ pub fn draw(
     area.present().map_err(|e| e.to_string())
 }
 
-/// Clears every canvas (a new session).
-pub fn clear(c: Canvases) -> Result<(), String> {
-    for canvas in [
-        c.loss,
-        c.samples,
-        c.rates,
-        c.observables,
-        c.field,
-        c.mi,
-        c.rg,
-    ] {
+/// Blanks these canvases (a panel with nothing to show: a new session).
+pub fn blank(canvases: &[NodeRef<Canvas>]) -> Result<(), String> {
+    for &canvas in canvases {
         draw(canvas, |_| Ok(()))?;
     }
     Ok(())
