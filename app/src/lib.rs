@@ -486,9 +486,12 @@ pub fn App() -> impl IntoView {
     };
     ui.write_url();
     draw_panels(ui);
-    // A model opened: the controls and the address show its configuration.
+    // The controls and the address follow the configuration the model trains (that of a model
+    // opened, or the last reset's, when a click crossed an open).
     Effect::new(move |_| {
-        if let Some(c) = ui.out.opened.get() {
+        if let Some(c) = ui.out.config.get()
+            && ui.config.with_untracked(|now| *now != c)
+        {
             ui.selected.set(None);
             ui.config.set(c);
             ui.write_url();

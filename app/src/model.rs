@@ -92,7 +92,9 @@ pub enum Change {
     /// The mutual-information matrices `(latent z, physical x)`.
     MutualInformation(Vec<f64>, Vec<f64>),
     Model(ModelInfo),
-    Opened(TrainConfig),
+    /// The configuration the model now trains (after a reset, or of a model opened): the
+    /// controls follow it, so that they never show another one.
+    Config(TrainConfig),
     /// A model file to download: its name and bytes.
     Download(String, Vec<u8>),
     /// The model stopped on a panic (its message).
@@ -145,8 +147,8 @@ pub struct Outputs {
     pub mi: RwSignal<Option<(Vec<f64>, Vec<f64>)>>,
     /// The model opened or saved last in this session.
     pub model: RwSignal<Option<ModelInfo>>,
-    /// The configuration of a model just opened (the controls take it over).
-    pub opened: RwSignal<Option<TrainConfig>>,
+    /// The configuration the model trains (the controls follow it).
+    pub config: RwSignal<Option<TrainConfig>>,
     /// A model file to download: `(file name, bytes)` (the views download it and clear this).
     pub download: RwSignal<Option<(String, Vec<u8>)>>,
 }
@@ -165,7 +167,7 @@ impl Outputs {
             field: RwSignal::new(None),
             mi: RwSignal::new(None),
             model: RwSignal::new(None),
-            opened: RwSignal::new(None),
+            config: RwSignal::new(None),
             download: RwSignal::new(None),
         }
     }
@@ -196,7 +198,7 @@ impl Outputs {
             Change::Field(f) => self.field.set(Some(f)),
             Change::MutualInformation(z, x) => self.mi.set(Some((z, x))),
             Change::Model(info) => self.model.set(Some(info)),
-            Change::Opened(c) => self.opened.set(Some(c)),
+            Change::Config(c) => self.config.set(Some(c)),
             Change::Download(name, bytes) => self.download.set(Some((name, bytes))),
         }
     }
@@ -333,6 +335,7 @@ pub async fn run(
                 }
                 Request::Reset(c) => {
                     config = c;
+                    out.send(Change::Config(config.clone()));
                     // The chosen site may not exist on the new lattice.
                     site = DEFAULT_SITE;
                     pause(&mut running, &out);
@@ -340,10 +343,12 @@ pub async fn run(
                     step_ms.clear();
                     out.clear();
                 }
-                Request::Field(s) => {
+                // A site of the lattice in force (a click on the old grid may cross a Reset).
+                Request::Field(s) if s < config.mera.lattice.sites() => {
                     site = s;
                     field = Some(s);
                 }
+                Request::Field(_) => {}
                 Request::MutualInformation => mi = true,
                 // Nothing more runs on a lost GPU, and its parameters cannot be read back: stop
                 // cleanly, say so, and go on with the CPU backend from a fresh session.
@@ -379,7 +384,7 @@ pub async fn run(
                             relative_error: f64::NAN,
                             ms_per_step: 0.0,
                         }));
-                        out.send(Change::Opened(config.clone()));
+                        out.send(Change::Config(config.clone()));
                         out.send(Change::Model(info));
                         lab = Some(opened.lab);
                         // Show what the model does, without training it.
@@ -513,7 +518,7 @@ async fn save_model(session: &dyn Lab) -> Result<(ModelInfo, String, Vec<u8>), S
     let checkpoint = session.checkpoint().await?;
     let params = Parameters::of_model(session.config().clone(), epoch, session.backend_name());
     let seconds = (js_sys::Date::now() / 1000.0) as u64;
-    let bytes = folder::pack(&params, epoch, &checkpoint, seconds);
+    let bytes = folder::pack(&params, epoch, &checkpoint, seconds)?;
     let run = &params.options.name;
     let name = format!("{run}-epoch{epoch}.tar");
     let log_q = session.log_q_probes().await;

@@ -4,7 +4,8 @@
 //! waits for its [`Change::Ready`], sends it the configuration to start with and then the views'
 //! requests ([`ToWorker`]), and applies the changes ([`Change`]) it sends back to [`Outputs`]. Training,
 //! GPU kernel compilation and measurements run in the worker; the page's thread only draws and
-//! answers the user. Messages are MessagePack bytes (NaN and byte arrays travel as they are).
+//! answers the user. Messages are MessagePack bytes (NaN travels as it is, which JSON cannot
+//! carry; byte arrays as arrays of small integers, a little larger than the bytes).
 
 use futures::StreamExt;
 use futures::channel::mpsc::{UnboundedSender, unbounded};
@@ -75,11 +76,15 @@ pub fn spawn(prefer_cpu: bool, config: TrainConfig, out: Outputs) -> UnboundedSe
         });
     worker.set_onmessage(Some(on_message.as_ref().unchecked_ref()));
     on_message.forget();
-    let on_error = Closure::<dyn Fn(web_sys::ErrorEvent)>::new(|e: web_sys::ErrorEvent| {
-        crate::show_fatal(&format!(
-            "the Web Worker that trains failed: {}",
-            e.message()
-        ));
+    // A script error in the worker is an ErrorEvent; a worker that could not be loaded at all
+    // gets a plain Event.
+    let on_error = Closure::<dyn Fn(web_sys::Event)>::new(|e: web_sys::Event| {
+        let why = e
+            .dyn_ref::<web_sys::ErrorEvent>()
+            .map_or("its script could not be loaded".to_string(), |e| {
+                e.message()
+            });
+        crate::show_fatal(&format!("the Web Worker that trains failed: {why}"));
     });
     worker.set_onerror(Some(on_error.as_ref().unchecked_ref()));
     on_error.forget();

@@ -99,7 +99,8 @@ impl Parameters {
 
     /// The parameters of a model trained outside a run folder (in the page): a run named
     /// [`TrainConfig::run_name`], in the folder of that name, `epochs` trained on `backend`,
-    /// with the command line's defaults for the rest (so that `train --load` goes on there).
+    /// with the command line's defaults for the rest (`train --load --epochs N` goes on there to
+    /// epoch N; without `--epochs` the run is complete).
     pub fn of_model(config: TrainConfig, epochs: usize, backend: String) -> Self {
         let name = config.run_name();
         Self {
@@ -146,8 +147,19 @@ pub fn checkpoint_epoch(name: &str) -> Option<usize> {
 
 /// A model in one file: a tar archive of the run folder `NAME/` (`NAME` the run's name) with
 /// its `parameters.json` and the checkpoint of `epoch`, files dated `mtime` (seconds since 1970).
-pub fn pack(parameters: &Parameters, epoch: usize, checkpoint: &[u8], mtime: u64) -> Vec<u8> {
+/// A name that is no plain folder name (empty, with `/`, `\\` or `..`) is refused.
+pub fn pack(
+    parameters: &Parameters,
+    epoch: usize,
+    checkpoint: &[u8],
+    mtime: u64,
+) -> Result<Vec<u8>, String> {
     let name = &parameters.options.name;
+    if name.is_empty() || name.contains(['/', '\\']) || name.contains("..") {
+        return Err(format!(
+            "the run's name {name:?} is no plain folder name, which a model file needs"
+        ));
+    }
     let mut tar = tar::Builder::new(Vec::new());
     let mut add = |path: String, bytes: &[u8], dir: bool| {
         let mut h = tar::Header::new_ustar();
@@ -174,7 +186,7 @@ pub fn pack(parameters: &Parameters, epoch: usize, checkpoint: &[u8], mtime: u64
         checkpoint,
         false,
     );
-    tar.into_inner().expect("writing to memory cannot fail")
+    Ok(tar.into_inner().expect("writing to memory cannot fail"))
 }
 
 /// Whether `bytes` are a tar archive (the `ustar` magic of POSIX and GNU tar).

@@ -530,10 +530,14 @@ pub fn train<B: FlowAutodiff>(
         )));
     }
     let mut summary = summarize(&params, &history, seconds_per_epoch, &folder);
-    summary.log_q_probes = block_on(crate::analysis::log_q_probes(
+    let probes = block_on(crate::analysis::log_q_probes(
         &trainer.flow_valid(),
         params.config.mera.lattice,
     ));
+    // JSON has no NaN or infinity: a flow that gives one there is left without the key.
+    if probes.iter().all(|v| v.is_finite()) {
+        summary.log_q_probes = probes;
+    }
     let json = serde_json::to_string_pretty(&summary).expect("summary serializes");
     write_atomic(&folder.join("summary.json"), json.as_bytes())?;
     Ok(summary)

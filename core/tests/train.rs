@@ -224,7 +224,14 @@ fn a_model_file_restores_the_run_every_way_it_is_opened() {
     let params = Parameters::of_model(config.clone(), 3, "autodiff<flex>".into());
     let name = config.run_name();
     assert_eq!(params.options.name, name);
-    let packed = folder::pack(&params, 3, &via_readback, 1_700_000_000);
+    let packed = folder::pack(&params, 3, &via_readback, 1_700_000_000).unwrap();
+    let mut odd = params.clone();
+    odd.options.name = "../elsewhere".into();
+    assert!(
+        folder::pack(&odd, 3, &via_readback, 0)
+            .unwrap_err()
+            .contains("no plain folder name")
+    );
     let open = |files: Vec<(String, Vec<u8>)>| {
         let m = ModelFiles::sort(files).unwrap();
         let newest: Vec<(String, Result<Vec<u8>, ()>)> = m
