@@ -55,8 +55,8 @@ async function waitEpoch(page, epoch, timeout) {
 }
 
 // Canvases with at least `min` non-white pixels (drawn panels).
-async function drawnCanvases(page) {
-  return page.$$eval('canvas', cs => cs.map(c => {
+async function drawnCanvases(page, selector = 'canvas') {
+  return page.$$eval(selector, cs => cs.map(c => {
     const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
     let ink = 0; // opaque, not white (a canvas never drawn is transparent black)
     for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 0 && (d[i] < 250 || d[i + 1] < 250 || d[i + 2] < 250)) ink++;
@@ -74,13 +74,13 @@ async function pageErrors(page) {
 }
 
 // Waits until every canvas has ink (the field and MI panels are computed on request).
-async function waitDrawn(page, timeout) {
+async function waitDrawn(page, timeout, selector = 'canvas') {
   try {
-    await page.waitForFunction(() => [...document.querySelectorAll('canvas')].every(c => {
+    await page.waitForFunction(sel => [...document.querySelectorAll(sel)].every(c => {
       const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
       for (let i = 0; i < d.length; i += 16) if (d[i + 3] > 0 && d[i] < 250) return true;
       return false;
-    }), null, { timeout, polling: 500 });
+    }), selector, { timeout, polling: 500 });
   } catch (_) { /* reported by the check that follows */ }
 }
 
@@ -326,16 +326,6 @@ async function pace() {
   }
 }
 
-// The ink of one panel's canvas (non-white opaque pixels).
-async function ink(page, panel) {
-  return page.$eval(`#panel-${panel} canvas`, c => {
-    const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-    let n = 0;
-    for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 0 && (d[i] < 250 || d[i + 1] < 250 || d[i + 2] < 250)) n++;
-    return n;
-  });
-}
-
 // The page's model line: its epoch and log q at the probe configurations.
 async function modelLine(page) {
   const el = page.locator('#model');
@@ -389,14 +379,10 @@ async function models() {
     check('a natively trained L=8 model opens in the page with the same log q',
       sameLogQ(opened.logQ, summary.log_q_probes) && L === '8' && opened.epoch === summary.epochs,
       `page ${opened.logQ.join(', ')}; summary.json ${summary.log_q_probes.join(', ')}; L ${L}; epoch ${opened.epoch}; ${await pageErrors(page)}`);
-    await page.waitForFunction(() => ['samples', 'rg', 'field', 'mi'].every(p => {
-      const c = document.querySelector(`#panel-${p} canvas`);
-      const d = c.getContext('2d').getImageData(0, 0, c.width, c.height).data;
-      for (let i = 0; i < d.length; i += 16) if (d[i + 3] > 0 && d[i] < 250) return true;
-      return false;
-    }), null, { timeout: 180000, polling: 500 }).catch(() => {});
-    const inks = [];
-    for (const p of ['samples', 'rg', 'field', 'mi']) inks.push(await ink(page, p));
+    // The panels of the samples, the RG picture, the receptive field and the MI, in page order.
+    const looked = ['samples', 'rg', 'field', 'mi'].map(p => `#panel-${p} canvas`).join(', ');
+    await waitDrawn(page, 180000, looked);
+    const inks = await drawnCanvases(page, looked);
     const still = Number(await stat(page, 'epoch'));
     check('the opened model is sampled and looked inside without training',
       inks.every(n => n > 500) && still === summary.epochs && (await stat(page, 'running')) === 'false',

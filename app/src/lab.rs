@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use neuralrg::analysis::{self, LookConfig, ReceptiveField, RgPicture};
-use neuralrg::folder::{self, ModelFiles, NotLoaded};
+use neuralrg::folder::{self, ModelFiles};
 use neuralrg::fused::FlowAutodiff;
 use neuralrg::ising::Target;
 use neuralrg::observables;
@@ -105,23 +105,14 @@ pub fn open_lab<B: FlowAutodiff>(files: &ModelFiles, device: &B::Device) -> Resu
     let newest_first = files
         .checkpoints
         .iter()
-        .map(|(name, _, bytes)| (name.clone(), Ok::<_, String>(bytes.clone())));
-    match folder::newest_good::<B, String>(&files.config, newest_first, device) {
-        Ok(l) => Ok(Opened {
-            lab: session(l.trainer, device),
-            checkpoint: l.name,
-            skipped: l.skipped,
-        }),
-        Err(NotLoaded::Read(e)) => Err(e),
-        Err(NotLoaded::Refused(name, e)) => Err(format!("cannot open {name}: {e}")),
-        Err(NotLoaded::Damaged(all)) => Err(format!(
-            "no checkpoint can be opened: {}",
-            all.iter()
-                .map(|(n, why)| format!("{n}: {why}"))
-                .collect::<Vec<_>>()
-                .join("; ")
-        )),
-    }
+        .map(|(name, _, bytes)| (name.clone(), Ok::<_, String>(bytes.as_slice())));
+    let l = folder::newest_good::<B, String, _>(&files.config, newest_first, device)
+        .map_err(|why| why.message("the files given"))?;
+    Ok(Opened {
+        lab: session(l.trainer, device),
+        checkpoint: l.name,
+        skipped: l.skipped,
+    })
 }
 
 impl<B: FlowAutodiff> Lab for Session<B> {

@@ -101,6 +101,16 @@ pub enum Change {
     Fatal(String),
 }
 
+impl Change {
+    /// The backend the model trains on, as the page names it.
+    fn backend(backend: &Backend) -> Self {
+        Self::Backend {
+            label: backend.label(),
+            short: backend.short().into(),
+        }
+    }
+}
+
 /// The model opened or saved last, as the page shows it.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelInfo {
@@ -274,10 +284,7 @@ pub async fn run(
         let _ = sender.unbounded_send(Request::DeviceLost(why));
     })
     .await;
-    out.send(Change::Backend {
-        label: backend.label(),
-        short: backend.short().into(),
-    });
+    out.send(Change::backend(&backend));
     let mut lab: Option<Box<dyn Lab>> = None;
     let mut running = false;
     let mut hidden = false;
@@ -356,10 +363,7 @@ pub async fn run(
                     backend = Backend::Cpu {
                         reason: format!("the WebGPU device was lost ({why})"),
                     };
-                    out.send(Change::Backend {
-                        label: backend.label(),
-                        short: backend.short().into(),
-                    });
+                    out.send(Change::backend(&backend));
                     pause(&mut running, &out);
                     lab = None;
                     step_ms.clear();
@@ -523,7 +527,7 @@ async fn save_model(session: &dyn Lab) -> Result<(ModelInfo, String, Vec<u8>), S
     let name = format!("{run}-epoch{epoch}.tar");
     let log_q = session.log_q_probes().await;
     let what = format!(
-        "Saved {name} (epoch {epoch}): `tar xf {name}` makes the run folder {run}, which sample --folder and analyze --folder read and train --load goes on with"
+        "Saved {name} (epoch {epoch}): `tar xf {name}` makes the run folder {run}, which sample --folder and analyze --folder read and train --load --epochs N trains on"
     );
     Ok((ModelInfo { what, epoch, log_q }, name, bytes))
 }

@@ -308,18 +308,38 @@ pub enum NotLoaded<E> {
     Damaged(Vec<(String, String)>),
 }
 
+impl<E: std::fmt::Display> NotLoaded<E> {
+    /// What to tell the user, `source` naming where the checkpoints came from (a run folder).
+    pub fn message(&self, source: &str) -> String {
+        match self {
+            Self::Read(e) => e.to_string(),
+            Self::Refused(name, e) => format!("cannot load checkpoint {name}: {e}"),
+            Self::Damaged(all) => {
+                let list: Vec<String> = all
+                    .iter()
+                    .map(|(name, why)| format!("{name}: {why}"))
+                    .collect();
+                format!(
+                    "no checkpoint of {source} can be loaded: {}",
+                    list.join("; ")
+                )
+            }
+        }
+    }
+}
+
 /// Restores a trainer for `config` from the newest good checkpoint of `(name, bytes)`, newest
 /// first, read one at a time: a damaged one (cut short, bytes changed) is passed over for the
 /// next older one; one that is intact but not for this configuration is refused.
-pub fn newest_good<B: FlowAutodiff, E>(
+pub fn newest_good<B: FlowAutodiff, E, Bytes: AsRef<[u8]>>(
     config: &TrainConfig,
-    newest_first: impl IntoIterator<Item = (String, Result<Vec<u8>, E>)>,
+    newest_first: impl IntoIterator<Item = (String, Result<Bytes, E>)>,
     device: &B::Device,
 ) -> Result<Loaded<B>, NotLoaded<E>> {
     let mut skipped = Vec::new();
     for (name, bytes) in newest_first {
         let bytes = bytes.map_err(NotLoaded::Read)?;
-        match Trainer::from_checkpoint(config.clone(), &bytes, device) {
+        match Trainer::from_checkpoint(config.clone(), bytes.as_ref(), device) {
             Ok(trainer) => {
                 return Ok(Loaded {
                     trainer,

@@ -177,20 +177,7 @@ pub fn load_trainer<B: FlowAutodiff>(
             Ok(loaded.trainer)
         }
         Err(NotLoaded::Read(e)) => Err(e),
-        Err(NotLoaded::Refused(name, e)) => Err(RunError::Input(format!(
-            "cannot load checkpoint {name}: {e}"
-        ))),
-        Err(NotLoaded::Damaged(skipped)) => {
-            let list: Vec<String> = skipped
-                .iter()
-                .map(|(name, why)| format!("{name}: {why}"))
-                .collect();
-            Err(RunError::Input(format!(
-                "no checkpoint of {} can be loaded: {}",
-                folder.display(),
-                list.join("; ")
-            )))
-        }
+        Err(why) => Err(RunError::Input(why.message(&folder.display().to_string()))),
     }
 }
 

@@ -239,7 +239,7 @@ fn a_model_file_restores_the_run_every_way_it_is_opened() {
             .iter()
             .map(|(n, _, b)| (n.clone(), Ok(b.clone())))
             .collect();
-        let loaded = folder::newest_good::<Autodiff<Flex>, ()>(&m.config, newest, &device)
+        let loaded = folder::newest_good::<Autodiff<Flex>, (), _>(&m.config, newest, &device)
             .unwrap_or_else(|_| panic!("loads"));
         (m, loaded)
     };
