@@ -59,6 +59,11 @@ pub enum CheckpointError {
          (restore parameters.json, or train a new run in another folder)"
     )]
     Mismatch(String),
+    #[error(
+        "the model to start from has another network than this run: {0} (a warm start keeps \
+         the network and may change only T, alpha, the optimizer, the schedule and the seed)"
+    )]
+    OtherNetwork(String),
     #[error("run parameters are invalid: {0}")]
     Config(String),
 }
@@ -310,28 +315,78 @@ pub fn decode<B: FlowAutodiff>(
     optim: OptimizerAdaptor<Adam, Flow<B>, B>,
     device: &B::Device,
 ) -> Result<(usize, Flow<B>, OptimizerAdaptor<Adam, Flow<B>, B>), CheckpointError> {
-    let Sections {
-        epoch,
-        config: stored,
-        masks,
-        model,
-        optimizer: opt,
-    } = sections(bytes)?;
-    if let Some(stored) = stored {
-        let stored: TrainConfig = serde_json::from_slice(stored)
-            .map_err(|e| CheckpointError::Record(format!("configuration: {e}")))?;
+    let sections = sections(bytes)?;
+    let (epoch, opt) = (sections.epoch, sections.optimizer);
+    let flow = decode_network(
+        &sections,
+        config,
+        |name| TrainConfig::RESUMABLE.contains(&name),
+        ("checkpoint", "parameters.json", CheckpointError::Mismatch),
+        flow,
+        device,
+    )?;
+    let orecord = Recorder::<B>::load(&Recorder_::default(), opt.to_vec(), device)
+        .map_err(|e| CheckpointError::Record(e.to_string()))?;
+    Ok((epoch, flow, optim.load_record(orecord)))
+}
+
+/// Decodes only the flow of a checkpoint, for a warm start: the stored weights and masks in the
+/// architecture of `config`; the checkpoint's temperature, optimizer, schedule and seed may
+/// differ from `config`'s ([`TrainConfig::NOT_THE_NETWORK`]), any other setting may not. Returns
+/// the flow and the checkpoint's configuration (absent in format-2 checkpoints).
+pub fn decode_flow<B: FlowAutodiff>(
+    bytes: &[u8],
+    config: &TrainConfig,
+    flow: Flow<B>,
+    device: &B::Device,
+) -> Result<(Flow<B>, Option<TrainConfig>), CheckpointError> {
+    let sections = sections(bytes)?;
+    let stored = stored_config(&sections)?;
+    let flow = decode_network(
+        &sections,
+        config,
+        |name| TrainConfig::NOT_THE_NETWORK.contains(&name),
+        ("model", "run", CheckpointError::OtherNetwork),
+        flow,
+        device,
+    )?;
+    Ok((flow, stored))
+}
+
+fn stored_config(sections: &Sections<'_>) -> Result<Option<TrainConfig>, CheckpointError> {
+    sections
+        .config
+        .map(|stored| {
+            serde_json::from_slice(stored)
+                .map_err(|e| CheckpointError::Record(format!("configuration: {e}")))
+        })
+        .transpose()
+}
+
+/// The flow of a checkpoint's sections, refused with `mismatch` (whose message names the
+/// checkpoint's configuration `theirs` and `config` `ours`) when the two differ in a setting that
+/// `may_differ` does not allow.
+fn decode_network<B: FlowAutodiff>(
+    sections: &Sections<'_>,
+    config: &TrainConfig,
+    may_differ: impl Fn(&str) -> bool,
+    (theirs, ours, mismatch): (&str, &str, fn(String) -> CheckpointError),
+    flow: Flow<B>,
+    device: &B::Device,
+) -> Result<Flow<B>, CheckpointError> {
+    if let Some(stored) = stored_config(sections)? {
         let differ: Vec<String> = stored
             .differences(config)
             .into_iter()
-            .filter(|d| !TrainConfig::RESUMABLE.contains(&d.name.as_str()))
-            .map(|d| d.versus("checkpoint", "parameters.json"))
+            .filter(|d| !may_differ(d.name.as_str()))
+            .map(|d| d.versus(theirs, ours))
             .collect();
         if !differ.is_empty() {
-            return Err(CheckpointError::Mismatch(differ.join(", ")));
+            return Err(mismatch(differ.join(", ")));
         }
     }
     let config = &config.mera;
-    let masks: Vec<Vec<u8>> = serde_json::from_slice(masks)
+    let masks: Vec<Vec<u8>> = serde_json::from_slice(sections.masks)
         .map_err(|e| CheckpointError::Record(format!("masks: {e}")))?;
     let flow = Flow {
         mera: flow
@@ -340,14 +395,9 @@ pub fn decode<B: FlowAutodiff>(
             .map_err(CheckpointError::Record)?,
         symmetric: flow.symmetric,
     };
-    let rec = Recorder_::default();
-    let record = Recorder::<B>::load(&rec, model.to_vec(), device)
+    let record = Recorder::<B>::load(&Recorder_::default(), sections.model.to_vec(), device)
         .map_err(|e| CheckpointError::Record(e.to_string()))?;
-    let flow = flow.load_record(record);
-    let orecord = Recorder::<B>::load(&rec, opt.to_vec(), device)
-        .map_err(|e| CheckpointError::Record(e.to_string()))?;
-    let optim = optim.load_record(orecord);
-    Ok((epoch, flow, optim))
+    Ok(flow.load_record(record))
 }
 
 /// All float parameters of a module, flattened in visiting order (for comparisons).

@@ -46,6 +46,11 @@ pub struct RunOptions {
     /// Data-parallel training on these devices (`--devices`; absent: on `device` alone).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub devices: Option<DeviceList>,
+    /// A warm start: the run began from the newest good checkpoint of this run folder (or this
+    /// checkpoint file), a model of the same network trained with other settings, with its own
+    /// temperature, a fresh optimizer and epoch 0 (absent: from the seeded initialization).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init: Option<PathBuf>,
 }
 
 fn default_hmc_chains() -> usize {
@@ -117,6 +122,7 @@ impl Parameters {
                 keep: DEFAULT_KEEP,
                 hmc_chains: DEFAULT_HMC_CHAINS,
                 devices: None,
+                init: None,
             },
             backend,
             version: env!("CARGO_PKG_VERSION").into(),
@@ -336,10 +342,21 @@ pub fn newest_good<B: FlowAutodiff, E, Bytes: AsRef<[u8]>>(
     newest_first: impl IntoIterator<Item = (String, Result<Bytes, E>)>,
     device: &B::Device,
 ) -> Result<Loaded<B>, NotLoaded<E>> {
+    newest_good_with(newest_first, |bytes| {
+        Trainer::from_checkpoint(config.clone(), bytes, device)
+    })
+}
+
+/// [`newest_good`] with the trainer made from a checkpoint's bytes by `restore` (a resumed run,
+/// or a warm start).
+pub fn newest_good_with<B: FlowAutodiff, E, Bytes: AsRef<[u8]>>(
+    newest_first: impl IntoIterator<Item = (String, Result<Bytes, E>)>,
+    restore: impl Fn(&[u8]) -> Result<Trainer<B>, CheckpointError>,
+) -> Result<Loaded<B>, NotLoaded<E>> {
     let mut skipped = Vec::new();
     for (name, bytes) in newest_first {
         let bytes = bytes.map_err(NotLoaded::Read)?;
-        match Trainer::from_checkpoint(config.clone(), bytes.as_ref(), device) {
+        match restore(bytes.as_ref()) {
             Ok(trainer) => {
                 return Ok(Loaded {
                     trainer,

@@ -153,11 +153,50 @@ pub fn load_trainer<B: FlowAutodiff>(
     config: &TrainConfig,
     device: &B::Device,
 ) -> Result<Trainer<B>, RunError> {
-    let found = checkpoints(folder);
+    newest_trainer(folder, |bytes| {
+        Trainer::from_checkpoint(config.clone(), bytes, device)
+    })
+}
+
+/// A warm start ([`Trainer::warm_started`]) for `config` from `from`: the newest good checkpoint
+/// of that run folder, or that checkpoint file.
+pub fn warm_start<B: FlowAutodiff>(
+    from: &Path,
+    config: &TrainConfig,
+    device: &B::Device,
+) -> Result<Trainer<B>, RunError> {
+    let temperature = std::cell::Cell::new(None);
+    let trainer = newest_trainer(from, |bytes| {
+        let (trainer, stored) = Trainer::warm_started(config.clone(), bytes, device)?;
+        temperature.set(stored.map(|c| c.t));
+        Ok(trainer)
+    })?;
+    eprintln!(
+        "neuralrg: warm start from {}{}",
+        from.display(),
+        temperature
+            .get()
+            .map(|t| format!(" (trained at T = {t:?})"))
+            .unwrap_or_default()
+    );
+    Ok(trainer)
+}
+
+/// The trainer `restore` makes of the newest good checkpoint of the run folder `path` (or of the
+/// checkpoint file `path`), damaged ones skipped with a warning.
+fn newest_trainer<B: FlowAutodiff>(
+    path: &Path,
+    restore: impl Fn(&[u8]) -> Result<Trainer<B>, crate::checkpoint::CheckpointError>,
+) -> Result<Trainer<B>, RunError> {
+    let found = if path.is_file() {
+        vec![(0, path.to_path_buf())]
+    } else {
+        checkpoints(path)
+    };
     if found.is_empty() {
         return Err(RunError::Input(format!(
             "{} has no checkpoint in savings/ to load",
-            folder.display()
+            path.display()
         )));
     }
     let newest_first = found.iter().rev().map(|(_, path)| {
@@ -166,7 +205,7 @@ pub fn load_trainer<B: FlowAutodiff>(
             fs::read(path).map_err(|e| io(path, e)),
         )
     });
-    match crate::folder::newest_good(config, newest_first, device) {
+    match crate::folder::newest_good_with(newest_first, restore) {
         Ok(loaded) => {
             for (skip, why) in &loaded.skipped {
                 eprintln!(
@@ -177,7 +216,7 @@ pub fn load_trainer<B: FlowAutodiff>(
             Ok(loaded.trainer)
         }
         Err(NotLoaded::Read(e)) => Err(e),
-        Err(why) => Err(RunError::Input(why.message(&folder.display().to_string()))),
+        Err(why) => Err(RunError::Input(why.message(&path.display().to_string()))),
     }
 }
 
@@ -359,7 +398,8 @@ pub struct Opened<B: FlowAutodiff> {
 }
 
 /// Opens a run in its folder, taking the folder's [`FolderLock`]: a new one (the folder must not
-/// hold a run yet), or with `resume` the folder's run at its newest good checkpoint.
+/// hold a run yet; warm-started when its options name an `init` model), or with `resume` the
+/// folder's run at its newest good checkpoint.
 pub fn open<B: FlowAutodiff>(
     params: &Parameters,
     resume: bool,
@@ -391,8 +431,11 @@ pub fn open<B: FlowAutodiff>(
             folder.display()
         )));
     }
-    let trainer =
-        Trainer::new(params.config.clone(), device).map_err(|e| RunError::Input(e.to_string()))?;
+    let trainer = match &params.options.init {
+        Some(from) => warm_start::<B>(from, &params.config, device)?,
+        None => Trainer::new(params.config.clone(), device)
+            .map_err(|e| RunError::Input(e.to_string()))?,
+    };
     for sub in ["savings", "records", "pic"] {
         fs::create_dir_all(folder.join(sub)).map_err(|e| io(&folder.join(sub), e))?;
     }

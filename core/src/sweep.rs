@@ -13,6 +13,8 @@
 //! epochs = 500
 //! save_period = 50                # optional
 //! skip_hmc = true                 # optional, default true (no measurements during training)
+//! warm_start = false              # optional: each temperature's runs start from the previous
+//!                                 # temperature's (same depth), in the order listed
 //!
 //! [train]                         # optional: any training setting by its parameters.json
 //! nlayers = 10                    # name; the others are the paper's configuration
@@ -70,6 +72,12 @@ pub struct Settings {
     /// No measurements during training.
     #[serde(default = "yes")]
     pub skip_hmc: bool,
+    /// Warm starts along the sweep: each temperature's run starts from the finished run of the
+    /// temperature listed before it (same depth), with a fresh optimizer and the full `epochs`;
+    /// the first temperature starts from the seeded initialization. The order of
+    /// `temperatures` is the order of the chain.
+    #[serde(default)]
+    pub warm_start: bool,
     /// Training settings by name over the paper's configuration (see [`TrainConfig`]).
     #[serde(default)]
     pub train: serde_json::Map<String, serde_json::Value>,
@@ -166,7 +174,7 @@ pub struct Grid {
 }
 
 /// What a run of the grid needs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum State {
     /// Finished (its summary written).
     Finished,
@@ -174,6 +182,8 @@ pub enum State {
     Busy,
     /// To train, from its checkpoint when `resume`.
     Todo { resume: bool },
+    /// A warm start whose model to start from (this run of the grid) is not finished yet.
+    Waiting { for_run: String },
 }
 
 fn read_summary(folder: &Path) -> Option<Summary> {
@@ -196,9 +206,12 @@ impl Grid {
             settings.depths.clone()
         };
         let base = base_config(&settings)?;
-        let mut runs = Vec::new();
-        for &t in &settings.temperatures {
+        let mut runs: Vec<Parameters> = Vec::new();
+        for (i, &t) in settings.temperatures.iter().enumerate() {
             for &depth in &depths {
+                // The same depth at the temperature before (the grid is temperature-major).
+                let init = (settings.warm_start && i > 0)
+                    .then(|| runs[runs.len() - depths.len()].options.folder.clone());
                 let mut config = TrainConfig { t, ..base.clone() };
                 config.mera.depth = Some(depth);
                 let config = config.for_run(settings.epochs);
@@ -218,6 +231,7 @@ impl Grid {
                         keep: 2,
                         hmc_chains: run::DEFAULT_HMC_CHAINS,
                         devices: None,
+                        init,
                     },
                     config,
                     backend: String::new(),
@@ -283,14 +297,24 @@ impl Grid {
                 )));
             }
         }
-        Ok(
-            match read_summary(folder).filter(|s| s.epochs >= params.options.epochs) {
-                Some(_) => State::Finished,
-                None => State::Todo {
-                    resume: !run::checkpoints(folder).is_empty(),
-                },
-            },
-        )
+        if self.finished(params) {
+            return Ok(State::Finished);
+        }
+        let resume = !run::checkpoints(folder).is_empty();
+        if !resume
+            && let Some(from) = &params.options.init
+            && let Some(before) = self.runs.iter().find(|r| &r.options.folder == from)
+            && !self.finished(before)
+        {
+            return Ok(State::Waiting {
+                for_run: before.options.name.clone(),
+            });
+        }
+        Ok(State::Todo { resume })
+    }
+
+    fn finished(&self, params: &Parameters) -> bool {
+        read_summary(&params.options.folder).is_some_and(|s| s.epochs >= params.options.epochs)
     }
 
     /// The message of an interrupted run, with how to resume the sweep.
@@ -307,7 +331,7 @@ impl Grid {
     /// Rewrites `results.csv` and the figure (relative error against T, one line per depth,
     /// with error bars) from every finished run of the grid; returns how many are finished.
     pub fn write_results(&self) -> Result<usize, RunError> {
-        let rows: Vec<SweepRow> = self
+        let mut rows: Vec<SweepRow> = self
             .runs
             .iter()
             .filter_map(|p| {
@@ -315,7 +339,12 @@ impl Grid {
                 (s.epochs >= p.options.epochs).then(|| SweepRow::new(p.config.mera.depth(), &s))
             })
             .collect();
+        // By temperature (a warm-started grid lists them in the order of its chain).
+        rows.sort_by(|a, b| a.t.total_cmp(&b.t).then(a.depth.cmp(&b.depth)));
         let folder = &self.settings.folder;
+        // Nothing trained yet (every run waiting or busy elsewhere): the folder may not exist.
+        std::fs::create_dir_all(folder)
+            .map_err(|e| RunError::Io(format!("{}: {e}", folder.display())))?;
         write_atomic(
             &folder.join("results.csv"),
             records::to_csv(&rows).as_bytes(),

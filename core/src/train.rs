@@ -241,6 +241,19 @@ impl TrainConfig {
     /// one shapes the model, the target or the sample stream.
     pub const RESUMABLE: &'static [&'static str] = &["lr", "clip"];
 
+    /// Settings a warm start may change (the target's temperature, the optimizer, the schedule
+    /// and the seed of the sample stream); every other one shapes the network.
+    pub const NOT_THE_NETWORK: &'static [&'static str] = &[
+        "T",
+        "alpha",
+        "batch",
+        "lr",
+        "weight_decay",
+        "clip",
+        "schedule",
+        "seed",
+    ];
+
     /// The settings on which `self` (`a`) and `other` (`b`) differ, by their `parameters.json`
     /// names (sorted).
     pub fn differences(&self, other: &TrainConfig) -> Vec<Difference> {
@@ -717,5 +730,26 @@ impl<B: FlowAutodiff> Trainer<B> {
         trainer.optim = optim;
         trainer.epoch = epoch;
         Ok(trainer)
+    }
+
+    /// A new run (epoch 0, a fresh optimizer) for `config` that starts from the flow of a
+    /// checkpoint of the same network trained with other settings, another temperature for
+    /// example (a warm start; see [`TrainConfig::NOT_THE_NETWORK`]). Returns the checkpoint's
+    /// configuration too (absent in format-2 checkpoints).
+    pub fn warm_started(
+        config: TrainConfig,
+        bytes: &[u8],
+        device: &B::Device,
+    ) -> Result<(Self, Option<TrainConfig>), crate::checkpoint::CheckpointError> {
+        let mut trainer = Self::new(config, device)
+            .map_err(|e| crate::checkpoint::CheckpointError::Config(e.to_string()))?;
+        let (flow, from) = crate::checkpoint::decode_flow(
+            bytes,
+            &trainer.config,
+            trainer.flow.take().expect("fresh flow"),
+            device,
+        )?;
+        trainer.flow = Some(flow);
+        Ok((trainer, from))
     }
 }

@@ -8,7 +8,7 @@ use neuralrg::records::MeasureRow;
 use neuralrg::run;
 
 mod common;
-use common::{assert_refused, final_parameters, records, scratch, train, train_small};
+use common::{assert_refused, final_parameters, records, scratch, stderr, train, train_small};
 
 #[test]
 fn bad_input_gets_one_line_and_exit_code_2() {
@@ -292,4 +292,26 @@ fn measurements_are_recorded_every_save_period() {
         );
         assert!(r.m2.is_finite() && r.binder_u4_err.is_finite(), "{r:?}");
     }
+}
+
+#[test]
+fn train_init_warm_starts_a_new_run_of_the_same_network() {
+    let (a, b, c) = (scratch("init-a"), scratch("init-b"), scratch("init-c"));
+    assert!(train_small(&a, &["-epochs", "4"]).status.success());
+    let out = train_small(
+        &b,
+        &["-epochs", "2", "-T", "3.0", "--init", a.to_str().unwrap()],
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("warm start from"), "{}", stderr(&out));
+    let params = neuralrg::run::read_parameters(&b).unwrap();
+    assert_eq!(
+        (params.options.init, params.config.t),
+        (Some(a.clone()), 3.0)
+    );
+    assert_eq!(records(&b).len(), 2);
+    let out = train_small(&c, &["-nhidden", "8", "--init", a.to_str().unwrap()]);
+    assert_refused(&out, "nhidden = 4 (model) vs 8 (run)");
+    let out = train_small(&c, &["--init", c.join("nowhere").to_str().unwrap()]);
+    assert_refused(&out, "has no checkpoint in savings/ to load");
 }

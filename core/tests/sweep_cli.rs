@@ -234,3 +234,54 @@ fn bad_shards_and_device_lists_are_refused() {
     assert!(!folder.join("T2.0_depth1").exists(), "nothing was trained");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// With `warm_start`, each temperature's run starts from the one listed before it (same
+/// depth), recorded in its parameters.json; the results are by temperature. A run whose model
+/// to start from did not finish is not started, and says which.
+#[test]
+fn a_warm_started_sweep_chains_its_temperatures() {
+    let dir = std::env::temp_dir().join(format!("neuralrg-sweep-warm-{}", std::process::id()));
+    let (settings, folder) = grid(&dir);
+    let text = std::fs::read_to_string(&settings).unwrap();
+    std::fs::write(
+        &settings,
+        text.replace("temperatures = [2.0, 3.0]", "temperatures = [3.0, 2.0]")
+            .replace("epochs = 3\n", "epochs = 3\nwarm_start = true\n"),
+    )
+    .unwrap();
+    // Only the second temperature's first run (the grid is T3.0_depth1, T3.0_depth2,
+    // T2.0_depth1, T2.0_depth2): its model is not there.
+    let out = sweep(&[&settings, "--shard", "2/4"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("not started, it starts from T3.0_depth1, which did not finish"),
+        "{stderr}"
+    );
+    assert!(!folder.join("T2.0_depth1").exists());
+
+    let out = sweep(&[&settings, "--devices", "cpu:0,cpu:1"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let init = |run: &str| {
+        neuralrg::run::read_parameters(&folder.join(run))
+            .unwrap()
+            .options
+            .init
+    };
+    assert_eq!(init("T3.0_depth1"), None);
+    assert_eq!(init("T2.0_depth1"), Some(folder.join("T3.0_depth1")));
+    assert_eq!(init("T2.0_depth2"), Some(folder.join("T3.0_depth2")));
+    let log = std::fs::read_to_string(folder.join("logs/T2.0_depth2.log")).unwrap();
+    assert!(
+        log.contains("warm start from") && log.contains("(trained at T = 3.0)"),
+        "{log}"
+    );
+    let csv = std::fs::read_to_string(folder.join("results.csv")).unwrap();
+    let temperatures: Vec<&str> = csv
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(2).unwrap())
+        .collect();
+    assert_eq!(temperatures, ["2.0", "2.0", "3.0", "3.0"], "{csv}");
+}

@@ -339,3 +339,58 @@ fn a_model_file_restores_the_run_every_way_it_is_opened() {
     assert_eq!((m.config, loaded.trainer.epoch), (config, 3));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// A warm start keeps the flow of the model it starts from (the same parameters, the same
+/// log q) and begins a new run: epoch 0, this run's temperature and optimizer, and a fresh
+/// Adam state (its first step moves every parameter by about the learning rate, which a
+/// carried-over state would not). A model of another network is refused, naming the setting.
+#[test]
+fn a_warm_start_keeps_the_flow_and_starts_afresh() {
+    use neuralrg::analysis::log_q_probes;
+    use neuralrg::checkpoint::{CheckpointError, flat_parameters};
+    let device = Default::default();
+    let trainer = small_trainer(5);
+    let bytes = trainer.to_checkpoint().unwrap();
+    let lattice = trainer.config.mera.lattice;
+    let mut config = trainer.config.clone();
+    config.t = 3.0;
+    config.seed = 4;
+    config.optimizer.lr = 1e-3;
+    config.optimizer.weight_decay = 0.0;
+    config.optimizer.batch = 32;
+    let (mut warm, from) =
+        Trainer::<Autodiff<Flex>>::warm_started(config.clone(), &bytes, &device).unwrap();
+    assert_eq!(from.map(|c| c.t), Some(trainer.config.t));
+    assert_eq!((warm.epoch, warm.config.t), (0, 3.0));
+    let before = flat_parameters(warm.flow());
+    assert_eq!(before, flat_parameters(trainer.flow()));
+    assert_eq!(
+        block_on(log_q_probes(&warm.flow_valid(), lattice)),
+        block_on(log_q_probes(&trainer.flow_valid(), lattice))
+    );
+    block_on(warm.step()).unwrap();
+    assert_eq!(warm.epoch, 1);
+    let moved: Vec<f64> = flat_parameters(warm.flow())
+        .iter()
+        .zip(&before)
+        .map(|(a, b)| (a - b).abs())
+        .filter(|d| *d > 0.0)
+        .collect();
+    let biggest = moved.iter().cloned().fold(0.0, f64::max);
+    assert!(moved.len() > before.len() / 2, "{} moved", moved.len());
+    assert!(
+        (biggest - 1e-3).abs() < 2e-5,
+        "a fresh Adam's first step is about lr: {biggest}"
+    );
+
+    let mut other = config;
+    other.mera.nhidden = 8;
+    let e = Trainer::<Autodiff<Flex>>::warm_started(other, &bytes, &device)
+        .err()
+        .expect("refused");
+    assert!(matches!(e, CheckpointError::OtherNetwork(_)), "{e}");
+    assert!(
+        e.to_string().contains("nhidden = 10 (model) vs 8 (run)"),
+        "{e}"
+    );
+}

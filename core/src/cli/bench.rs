@@ -505,6 +505,7 @@ fn epoch_seconds(l: usize, replicas: usize, args: &Args) -> f64 {
                 let list: Vec<String> = (0..replicas).map(|i| format!("cpu:{i}")).collect();
                 list.join(",").parse().expect("a valid list")
             }),
+            init: None,
         },
         backend: String::new(),
         version: env!("CARGO_PKG_VERSION").into(),

@@ -189,7 +189,15 @@ fn concurrent(
         while !stopping
             && let Some(slot) = (0..slots.len()).find(|s| running.iter().all(|r| r.0 != *s))
         {
-            let Some(params) = queue.pop_front() else {
+            // The first run of the queue that can start: a warm start waits for its model.
+            let mut ready = None;
+            for (i, params) in queue.iter().enumerate() {
+                if !matches!(sweep.state(params)?, State::Waiting { .. }) {
+                    ready = Some(i);
+                    break;
+                }
+            }
+            let Some(params) = ready.and_then(|i| queue.remove(i)) else {
                 break;
             };
             let label = sweep.label(&params, &params.options.name);
@@ -202,7 +210,7 @@ fn concurrent(
                     say(format!("{label}: another process is training it, skipped"));
                     continue;
                 }
-                State::Todo { .. } => {}
+                State::Todo { .. } | State::Waiting { .. } => {}
             }
             let device = slots[slot];
             let log_path = logs.join(format!("{}.log", params.options.name));
@@ -255,6 +263,15 @@ fn concurrent(
             running.push((slot, child, params, reader));
         }
         if running.is_empty() {
+            // Only warm starts whose model did not finish are left.
+            for params in queue.drain(..) {
+                if let State::Waiting { for_run } = sweep.state(&params)? {
+                    let label = sweep.label(&params, &params.options.name);
+                    say(format!(
+                        "{label}: not started, it starts from {for_run}, which did not finish"
+                    ));
+                }
+            }
             break;
         }
         if !stopping && run::stop_requested() {
@@ -346,6 +363,13 @@ impl BackendJob for Train<'_> {
                     continue;
                 }
                 State::Todo { resume } => resume,
+                // Trained by another process, or failed there.
+                State::Waiting { for_run } => {
+                    eprintln!(
+                        "{label}: not started, it starts from {for_run}, which did not finish"
+                    );
+                    continue;
+                }
             };
             let opened = match run::open::<B>(&params, resume, &device) {
                 Ok(opened) => opened,

@@ -53,6 +53,12 @@ struct Cli {
     /// effect and are written to parameters.json; options not given keep their stored values.
     #[arg(long)]
     load: bool,
+    /// Warm start: begin a new run from the newest good checkpoint of this run folder (or this
+    /// checkpoint file), a model of the same network trained at another temperature or with
+    /// another optimizer, with this run's settings, a fresh optimizer and epoch 0 (stored in
+    /// parameters.json).
+    #[arg(long, value_name = "RUN_FOLDER", conflicts_with = "load")]
+    init: Option<PathBuf>,
     /// Z2-symmetrize the flow (the default; the flag is accepted as in the original).
     #[arg(long = "symmetry", overrides_with = "symmetry")]
     symmetry_on: bool,
@@ -214,6 +220,7 @@ fn run_cli(cli: Cli, given: cli::Given) -> Result<(), RunError> {
                 keep: cli.keep,
                 hmc_chains: cli.hmc_chains,
                 devices: cli.devices.clone(),
+                init: cli.init.clone(),
             },
             backend: String::new(),
             version: env!("CARGO_PKG_VERSION").into(),
