@@ -317,7 +317,7 @@ pub fn decode<B: FlowAutodiff>(
 ) -> Result<(usize, Flow<B>, OptimizerAdaptor<Adam, Flow<B>, B>), CheckpointError> {
     let sections = sections(bytes)?;
     let (epoch, opt) = (sections.epoch, sections.optimizer);
-    let flow = decode_network(
+    let (flow, _) = decode_network(
         &sections,
         config,
         |name| TrainConfig::RESUMABLE.contains(&name),
@@ -340,32 +340,19 @@ pub fn decode_flow<B: FlowAutodiff>(
     flow: Flow<B>,
     device: &B::Device,
 ) -> Result<(Flow<B>, Option<TrainConfig>), CheckpointError> {
-    let sections = sections(bytes)?;
-    let stored = stored_config(&sections)?;
-    let flow = decode_network(
-        &sections,
+    decode_network(
+        &sections(bytes)?,
         config,
         |name| TrainConfig::NOT_THE_NETWORK.contains(&name),
         ("model", "run", CheckpointError::OtherNetwork),
         flow,
         device,
-    )?;
-    Ok((flow, stored))
+    )
 }
 
-fn stored_config(sections: &Sections<'_>) -> Result<Option<TrainConfig>, CheckpointError> {
-    sections
-        .config
-        .map(|stored| {
-            serde_json::from_slice(stored)
-                .map_err(|e| CheckpointError::Record(format!("configuration: {e}")))
-        })
-        .transpose()
-}
-
-/// The flow of a checkpoint's sections, refused with `mismatch` (whose message names the
-/// checkpoint's configuration `theirs` and `config` `ours`) when the two differ in a setting that
-/// `may_differ` does not allow.
+/// The flow of a checkpoint's sections and its stored configuration (absent in format 2),
+/// refused with `mismatch` (whose message names the checkpoint's configuration `theirs` and
+/// `config` `ours`) when the two differ in a setting that `may_differ` does not allow.
 fn decode_network<B: FlowAutodiff>(
     sections: &Sections<'_>,
     config: &TrainConfig,
@@ -373,8 +360,15 @@ fn decode_network<B: FlowAutodiff>(
     (theirs, ours, mismatch): (&str, &str, fn(String) -> CheckpointError),
     flow: Flow<B>,
     device: &B::Device,
-) -> Result<Flow<B>, CheckpointError> {
-    if let Some(stored) = stored_config(sections)? {
+) -> Result<(Flow<B>, Option<TrainConfig>), CheckpointError> {
+    let stored: Option<TrainConfig> = sections
+        .config
+        .map(|stored| {
+            serde_json::from_slice(stored)
+                .map_err(|e| CheckpointError::Record(format!("configuration: {e}")))
+        })
+        .transpose()?;
+    if let Some(stored) = &stored {
         let differ: Vec<String> = stored
             .differences(config)
             .into_iter()
@@ -397,7 +391,7 @@ fn decode_network<B: FlowAutodiff>(
     };
     let record = Recorder::<B>::load(&Recorder_::default(), sections.model.to_vec(), device)
         .map_err(|e| CheckpointError::Record(e.to_string()))?;
-    Ok(flow.load_record(record))
+    Ok((flow.load_record(record), stored))
 }
 
 /// All float parameters of a module, flattened in visiting order (for comparisons).

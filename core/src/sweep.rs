@@ -186,8 +186,12 @@ pub enum State {
     Waiting { for_run: String },
 }
 
-fn read_summary(folder: &Path) -> Option<Summary> {
-    serde_json::from_str(&std::fs::read_to_string(folder.join("summary.json")).ok()?).ok()
+/// The summary of a run that has trained all its epochs.
+fn finished_summary(params: &Parameters) -> Option<Summary> {
+    let folder = &params.options.folder;
+    let summary: Summary =
+        serde_json::from_str(&std::fs::read_to_string(folder.join("summary.json")).ok()?).ok()?;
+    (summary.epochs >= params.options.epochs).then_some(summary)
 }
 
 impl Grid {
@@ -314,7 +318,7 @@ impl Grid {
     }
 
     fn finished(&self, params: &Parameters) -> bool {
-        read_summary(&params.options.folder).is_some_and(|s| s.epochs >= params.options.epochs)
+        finished_summary(params).is_some()
     }
 
     /// The message of an interrupted run, with how to resume the sweep.
@@ -334,10 +338,7 @@ impl Grid {
         let mut rows: Vec<SweepRow> = self
             .runs
             .iter()
-            .filter_map(|p| {
-                let s = read_summary(&p.options.folder)?;
-                (s.epochs >= p.options.epochs).then(|| SweepRow::new(p.config.mera.depth(), &s))
-            })
+            .filter_map(|p| finished_summary(p).map(|s| SweepRow::new(p.config.mera.depth(), &s)))
             .collect();
         // By temperature (a warm-started grid lists them in the order of its chain).
         rows.sort_by(|a, b| a.t.total_cmp(&b.t).then(a.depth.cmp(&b.depth)));

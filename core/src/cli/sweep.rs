@@ -192,16 +192,18 @@ fn concurrent(
             // The first run of the queue that can start: a warm start waits for its model.
             let mut ready = None;
             for (i, params) in queue.iter().enumerate() {
-                if !matches!(sweep.state(params)?, State::Waiting { .. }) {
-                    ready = Some(i);
+                let state = sweep.state(params)?;
+                if !matches!(state, State::Waiting { .. }) {
+                    ready = Some((i, state));
                     break;
                 }
             }
-            let Some(params) = ready.and_then(|i| queue.remove(i)) else {
+            let Some((i, state)) = ready else {
                 break;
             };
+            let params = queue.remove(i).expect("found in the queue");
             let label = sweep.label(&params, &params.options.name);
-            match sweep.state(&params)? {
+            match state {
                 State::Finished => {
                     say(format!("{label}: finished, skipped"));
                     continue;
