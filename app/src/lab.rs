@@ -106,8 +106,11 @@ pub fn open_lab<B: FlowAutodiff>(files: &ModelFiles, device: &B::Device) -> Resu
         .checkpoints
         .iter()
         .map(|(name, _, bytes)| (name.clone(), Ok::<_, String>(bytes.as_slice())));
-    let l = folder::newest_good::<B, String, _>(&files.config, newest_first, device)
+    let mut l = folder::newest_good::<B, String, _>(&files.config, newest_first, device)
         .map_err(|why| why.message("the files given"))?;
+    // The page trains without an end: a cosine schedule (the default recipe's) trains on at its
+    // rate after the warm-up, rather than at 0 past the epoch its run was planned to end at.
+    l.trainer.config.optimizer.schedule.epochs = None;
     Ok(Opened {
         lab: session(l.trainer, device),
         checkpoint: l.name,

@@ -13,27 +13,31 @@
 //! epochs = 500
 //! save_period = 50                # optional
 //! skip_hmc = true                 # optional, default true (no measurements during training)
-//! warm_start = false              # optional: each temperature's runs start from the previous
-//!                                 # temperature's (same depth), in the order listed
+//! recipe = "neuralrg"             # optional: "neuralrg" (the default) or "paper", the
+//!                                 # optimizer's defaults and warm_start's (train --recipe)
+//! warm_start = true               # optional (the recipe's): each temperature's runs start from
+//!                                 # those of the nearest temperature listed before it
 //!
 //! [train]                         # optional: any training setting by its parameters.json
-//! nlayers = 10                    # name; the others are the paper's configuration
-//! nmlp = 3
+//! nlayers = 10                    # name; the others are the paper's network and the recipe's
+//! nmlp = 3                        # optimizer
 //! nhidden = 10
 //! nrepeat = 1
-//! batch = 512
-//! lr = 1e-3
-//! weight_decay = 1e-3
+//! batch = 128
+//! lr = 2e-3
+//! weight_decay = 0.0
 //! symmetry = true
 //! alpha = 1.0
 //! seed = 1
-//! # "constant", or "cosine": a linear warm-up, then a cosine decay to 0 at `epochs`
-//! schedule = { kind = "constant", warmup = 100 }
+//! # "constant", or "cosine": a linear warm-up (default: 4 % of `epochs`), then a cosine decay
+//! # to 0 at `epochs`
+//! schedule = { kind = "cosine", warmup = 800 }
 //! ```
 //!
 //! A run folder whose `parameters.json` holds other training settings than the file asks for
 //! (the `[train]` table or `L`, `d` edited since) is refused, naming the settings, rather than
-//! passed off as finished or resumed with other settings; more `epochs` resume finished runs.
+//! passed off as finished or resumed with other settings; more `epochs` resume finished runs
+//! of a constant rate (a cosine schedule ends at the `epochs` it was planned for).
 
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -45,7 +49,7 @@ use crate::lattice::Lattice;
 use crate::plot::{self, SweepFigure};
 use crate::records::{self, SweepRow};
 use crate::run::{self, Parameters, RunError, RunOptions, Summary, write_atomic};
-use crate::train::TrainConfig;
+use crate::train::{Recipe, TrainConfig};
 
 /// A sweep's settings file.
 #[derive(Debug, Clone, Deserialize)]
@@ -72,12 +76,17 @@ pub struct Settings {
     /// No measurements during training.
     #[serde(default = "yes")]
     pub skip_hmc: bool,
-    /// Warm starts along the sweep: each temperature's run starts from the finished run of the
-    /// temperature listed before it (same depth), with a fresh optimizer and the full `epochs`;
-    /// the first temperature starts from the seeded initialization. The order of
-    /// `temperatures` is the order of the chain.
+    /// The training recipe: the optimizer's defaults under `[train]`, and `warm_start`'s.
     #[serde(default)]
-    pub warm_start: bool,
+    pub recipe: Recipe,
+    /// Warm starts along the sweep (default: the recipe's): each temperature's run starts from
+    /// the finished run (same depth) of the nearest temperature listed before it, with a fresh
+    /// optimizer and the full `epochs`; the first temperature starts from the seeded
+    /// initialization. Temperatures listed in order make a chain; listed from the middle
+    /// outwards (`[2.4, 2.6, 2.2, ...]`), a tree whose branches train side by side under
+    /// `--devices`.
+    #[serde(default)]
+    pub warm_start: Option<bool>,
     /// Training settings by name over the paper's configuration (see [`TrainConfig`]).
     #[serde(default)]
     pub train: serde_json::Map<String, serde_json::Value>,
@@ -95,6 +104,17 @@ fn yes() -> bool {
 
 fn bad(e: impl std::fmt::Display) -> RunError {
     RunError::Input(e.to_string())
+}
+
+/// The index of the temperature listed before `temperatures[i]` that is nearest to it (of two
+/// as near, the one listed later); `None` for the first.
+fn nearest_before(temperatures: &[f64], i: usize) -> Option<usize> {
+    let t = temperatures[i];
+    (0..i).rev().min_by(|&a, &b| {
+        (temperatures[a] - t)
+            .abs()
+            .total_cmp(&(temperatures[b] - t).abs())
+    })
 }
 
 /// `--shard I/N`: every N-th run of the grid from the I-th.
@@ -130,8 +150,8 @@ impl FromStr for Shard {
     }
 }
 
-/// The training configuration of every run: the `[train]` table over the paper's configuration
-/// at the file's lattice.
+/// The training configuration of every run: the `[train]` table over the paper's network at
+/// the file's lattice with the recipe's optimizer.
 fn base_config(settings: &Settings) -> Result<TrainConfig, RunError> {
     let given = serde_json::Value::Object(settings.train.clone());
     if let Some(key) = ["L", "d", "T", "depthMERA"]
@@ -154,13 +174,16 @@ fn base_config(settings: &Settings) -> Result<TrainConfig, RunError> {
             .collect();
         return Err(bad(format!(
             "[train] has no setting {}: the settings are {} (a cosine schedule: schedule = \
-             {{ kind = \"cosine\", warmup = 100 }})",
+             {{ kind = \"cosine\", warmup = 200 }})",
             unknown.join(", "),
             known.join(", ")
         )));
     }
-    TrainConfig::paper(settings.l, settings.d, TrainConfig::default().t)
-        .map_err(bad)?
+    let config = TrainConfig {
+        optimizer: settings.recipe.optimizer(),
+        ..TrainConfig::paper(settings.l, settings.d, TrainConfig::default().t).map_err(bad)?
+    };
+    config
         .overlaid(given)
         .map_err(|e| bad(format!("[train]: {e}")))
 }
@@ -212,10 +235,14 @@ impl Grid {
         let base = base_config(&settings)?;
         let mut runs: Vec<Parameters> = Vec::new();
         for (i, &t) in settings.temperatures.iter().enumerate() {
-            for &depth in &depths {
-                // The same depth at the temperature before (the grid is temperature-major).
-                let init = (settings.warm_start && i > 0)
-                    .then(|| runs[runs.len() - depths.len()].options.folder.clone());
+            let from = settings
+                .warm_start
+                .unwrap_or(settings.recipe.warm_starts())
+                .then(|| nearest_before(&settings.temperatures, i))
+                .flatten();
+            for (k, &depth) in depths.iter().enumerate() {
+                // The grid is temperature-major: run j * depths + k is temperature j, depth k.
+                let init = from.map(|j| runs[j * depths.len() + k].options.folder.clone());
                 let mut config = TrainConfig { t, ..base.clone() };
                 config.mera.depth = Some(depth);
                 let config = config.for_run(settings.epochs);
@@ -371,5 +398,41 @@ impl Grid {
         )
         .map_err(RunError::Io)?;
         Ok(rows.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn warm_starts_come_from_the_nearest_temperature_listed_before() {
+        let settings: Settings = serde_json::from_value(serde_json::json!({
+            "folder": "sweeps/tree", "L": 4, "epochs": 5, "warm_start": true,
+            "temperatures": [2.4, 2.6, 2.2, 2.8, 2.0, 3.0, 2.5], "depths": [1, 2],
+        }))
+        .unwrap();
+        let grid = Grid::plan(settings, Path::new("tree.toml")).unwrap();
+        let from: Vec<(String, Option<String>)> = grid
+            .runs
+            .iter()
+            .map(|r| {
+                let name = |f: &Path| f.file_name().unwrap().to_string_lossy().into_owned();
+                (r.options.name.clone(), r.options.init.as_deref().map(name))
+            })
+            .collect();
+        let expect = |run: &str, init: Option<&str>| {
+            let found = from.iter().find(|(n, _)| n == run).unwrap();
+            assert_eq!(found.1.as_deref(), init, "{run}: {from:?}");
+        };
+        expect("T2.4_depth1", None);
+        expect("T2.4_depth2", None);
+        expect("T2.6_depth1", Some("T2.4_depth1"));
+        expect("T2.2_depth2", Some("T2.4_depth2"));
+        expect("T2.8_depth1", Some("T2.6_depth1"));
+        expect("T2.0_depth2", Some("T2.2_depth2"));
+        expect("T3.0_depth1", Some("T2.8_depth1"));
+        // 2.4 and 2.6 are as near to 2.5: the later listed.
+        expect("T2.5_depth2", Some("T2.6_depth2"));
     }
 }

@@ -78,13 +78,13 @@ impl Default for TrainConfig {
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct OptimizerConfig {
     /// Samples per epoch (one Adam step on a fresh batch each).
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = OptimizerConfig::default().batch))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = Recipe::default().optimizer().batch))]
     pub batch: usize,
     /// Adam learning rate.
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = OptimizerConfig::default().lr))]
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = Recipe::default().optimizer().lr))]
     pub lr: f64,
     /// Coupled L2 weight decay of Adam.
-    #[cfg_attr(feature = "cli", arg(long = "weight-decay", id = "weight_decay", alias = "weightDecay", default_value_t = OptimizerConfig::default().weight_decay))]
+    #[cfg_attr(feature = "cli", arg(long = "weight-decay", id = "weight_decay", alias = "weightDecay", default_value_t = Recipe::default().optimizer().weight_decay))]
     pub weight_decay: f64,
     /// Clip each parameter tensor's gradient to this L2 norm [default: off].
     #[cfg_attr(feature = "cli", arg(long))]
@@ -98,6 +98,8 @@ pub struct OptimizerConfig {
 
 impl Default for OptimizerConfig {
     /// The paper's: batch 512, Adam lr 1e-3 with weight decay 1e-3, no clipping, constant rate.
+    /// (The library's configurations start from the paper's; `train` and `sweep` start from
+    /// [`Recipe::default`].)
     fn default() -> Self {
         Self {
             batch: 512,
@@ -109,24 +111,100 @@ impl Default for OptimizerConfig {
     }
 }
 
+/// A training recipe: the optimizer settings a new run takes unless it sets them, and whether a
+/// sweep warm-starts its temperatures. Both spend the paper's samples per epoch count: the
+/// same number of samples in batches of 128 is four times the paper's epochs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+#[cfg_attr(feature = "cli", derive(clap::ValueEnum))]
+pub enum Recipe {
+    /// neuralrg's: batches of 128, Adam lr 2e-3 without weight decay, warmed up over the first
+    /// 4 % of the epochs and decayed to 0 by a cosine; a sweep warm-starts each temperature
+    /// from the nearest one listed before it.
+    #[default]
+    Neuralrg,
+    /// The paper's: batches of 512, Adam lr 1e-3 with weight decay 1e-3 at a constant rate;
+    /// every run of a sweep starts from the seeded initialization.
+    Paper,
+}
+
+impl Recipe {
+    /// The recipe's optimizer.
+    pub fn optimizer(self) -> OptimizerConfig {
+        match self {
+            Self::Neuralrg => OptimizerConfig {
+                batch: 128,
+                lr: 2e-3,
+                weight_decay: 0.0,
+                clip: None,
+                schedule: Schedule {
+                    kind: ScheduleKind::Cosine,
+                    warmup: None,
+                    epochs: None,
+                },
+            },
+            Self::Paper => OptimizerConfig::default(),
+        }
+    }
+
+    /// Whether a sweep warm-starts each temperature's runs from a finished neighbour's.
+    pub fn warm_starts(self) -> bool {
+        self == Self::Neuralrg
+    }
+}
+
+impl std::fmt::Display for Recipe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Neuralrg => "neuralrg",
+            Self::Paper => "paper",
+        })
+    }
+}
+
 /// The learning rate over the epochs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "ScheduleFields")]
 #[cfg_attr(feature = "cli", derive(clap::Args))]
 pub struct Schedule {
     /// Learning-rate schedule: constant (the paper's) or cosine (a linear warm-up over --warmup
     /// epochs, then a cosine decay to 0 at the run's last epoch, so that the noise of the last
     /// steps dies out and the flow settles at the bottom of the loss it reached).
-    #[cfg_attr(feature = "cli", arg(long = "schedule", id = "schedule", value_enum, default_value_t = Schedule::default().kind))]
+    #[cfg_attr(feature = "cli", arg(long = "schedule", id = "schedule", value_enum, default_value_t = Recipe::default().optimizer().schedule.kind))]
     pub kind: ScheduleKind,
-    /// Warm-up epochs of the cosine schedule.
-    #[serde(default = "default_warmup")]
-    #[cfg_attr(feature = "cli", arg(long, default_value_t = Schedule::default().warmup))]
-    pub warmup: usize,
+    /// Warm-up epochs of the cosine schedule [default: 4 % of the epochs].
+    #[serde(default)]
+    #[cfg_attr(feature = "cli", arg(long))]
+    pub warmup: Option<usize>,
     /// The epoch at which the cosine reaches 0: set to the run's last epoch when a run starts
     /// ([`TrainConfig::for_run`]); without it the rate stays at `lr` after the warm-up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[cfg_attr(feature = "cli", arg(skip))]
     pub epochs: Option<usize>,
+}
+
+/// [`Schedule`] as written: a constant rate has no warm-up or end (runs written before the
+/// warm-up became optional stored one), so that two constant schedules are one.
+#[derive(Deserialize)]
+struct ScheduleFields {
+    kind: ScheduleKind,
+    #[serde(default)]
+    warmup: Option<usize>,
+    #[serde(default)]
+    epochs: Option<usize>,
+}
+
+impl From<ScheduleFields> for Schedule {
+    fn from(f: ScheduleFields) -> Self {
+        match f.kind {
+            ScheduleKind::Constant => Self::default(),
+            ScheduleKind::Cosine => Self {
+                kind: f.kind,
+                warmup: f.warmup,
+                epochs: f.epochs,
+            },
+        }
+    }
 }
 
 /// The kinds of [`Schedule`].
@@ -150,18 +228,18 @@ impl std::fmt::Display for ScheduleKind {
 }
 
 impl Default for Schedule {
+    /// The paper's constant rate (also what a run written before schedules existed trained).
     fn default() -> Self {
         Self {
             kind: ScheduleKind::Constant,
-            warmup: 100,
+            warmup: None,
             epochs: None,
         }
     }
 }
 
-fn default_warmup() -> usize {
-    Schedule::default().warmup
-}
+/// The cosine schedule's warm-up when none is set: this fraction of the run's epochs.
+pub const DEFAULT_WARMUP_FRACTION: f64 = 0.04;
 
 impl Schedule {
     /// The paper's constant rate.
@@ -173,9 +251,18 @@ impl Schedule {
     pub fn cosine(epochs: usize, warmup: usize) -> Self {
         Self {
             kind: ScheduleKind::Cosine,
-            warmup,
+            warmup: Some(warmup),
             epochs: Some(epochs),
         }
+    }
+
+    /// The warm-up epochs: the set ones, else [`DEFAULT_WARMUP_FRACTION`] of the run's epochs
+    /// (none in a run of no set length).
+    pub fn warmup(&self) -> usize {
+        self.warmup.unwrap_or_else(|| {
+            self.epochs
+                .map_or(0, |e| (e as f64 * DEFAULT_WARMUP_FRACTION).round() as usize)
+        })
     }
 
     /// The learning rate of epoch `epoch` (1-based) for the base rate `lr`.
@@ -183,7 +270,7 @@ impl Schedule {
         if self.kind == ScheduleKind::Constant {
             return lr;
         }
-        let warmup = self.warmup;
+        let warmup = self.warmup();
         if epoch <= warmup {
             return lr * epoch as f64 / warmup.max(1) as f64;
         }
@@ -291,11 +378,16 @@ impl TrainConfig {
     }
 
     /// The configuration as a run of `epochs` epochs stores it: the MERA depth written out, and
-    /// a cosine schedule that names no end ending at the run's last epoch.
+    /// a cosine schedule that names no end ending at the run's last epoch, its warm-up written
+    /// out.
     pub fn for_run(mut self, epochs: usize) -> Self {
         self.mera.depth = Some(self.mera.depth());
-        if self.optimizer.schedule.kind == ScheduleKind::Cosine {
-            self.optimizer.schedule.epochs.get_or_insert(epochs);
+        let schedule = &mut self.optimizer.schedule;
+        if schedule.kind == ScheduleKind::Cosine {
+            schedule.epochs.get_or_insert(epochs);
+            schedule.warmup = Some(schedule.warmup());
+        } else {
+            *schedule = Schedule::default();
         }
         self
     }
@@ -341,13 +433,13 @@ impl TrainConfig {
         }
         if let Some(epochs) = self.optimizer.schedule.epochs
             && self.optimizer.schedule.kind == ScheduleKind::Cosine
-            && (epochs == 0 || self.optimizer.schedule.warmup >= epochs)
+            && (epochs == 0 || self.optimizer.schedule.warmup() >= epochs)
         {
             return Err(bad(
                 "schedule",
                 format!(
                     "cosine over {epochs} epochs with {} warm-up epochs",
-                    self.optimizer.schedule.warmup
+                    self.optimizer.schedule.warmup()
                 ),
                 "at least one epoch after the warm-up",
             ));

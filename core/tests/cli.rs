@@ -6,6 +6,7 @@ use burn::backend::{Autodiff, Flex};
 use neuralrg::checkpoint::flat_parameters;
 use neuralrg::records::MeasureRow;
 use neuralrg::run;
+use neuralrg::train::Schedule;
 
 mod common;
 use common::{assert_refused, final_parameters, records, scratch, stderr, train, train_small};
@@ -30,6 +31,7 @@ fn bad_input_gets_one_line_and_exit_code_2() {
             vec!["--schedule", "cosine", "--warmup", "200", "-epochs", "100"],
             "schedule",
         ),
+        (vec!["--recipe", "adam"], "adam"),
     ] {
         assert_refused(&train(&args), needle);
     }
@@ -69,6 +71,65 @@ fn unavailable_devices_are_refused() {
         !dir.join("parameters.json").exists(),
         "nothing is written for a refused device"
     );
+}
+
+/// The recipe sets the optimizer settings a new run does not set: neuralrg's by default
+/// (batch 128, lr 2e-3, no weight decay, a cosine warmed up over 4 % of the epochs, 76,800
+/// samples' worth of epochs), the paper's with --recipe paper; options given win over either.
+#[test]
+fn the_recipe_sets_the_optimizer_settings_not_given() {
+    let tiny = [
+        "-L", "4", "-nlayers", "2", "-nhidden", "4", "-nmlp", "1", "-skipHMC",
+    ];
+    let run = |name: &str, extra: &[&str]| {
+        let dir = scratch(name);
+        let out = train(&[&tiny[..], &["-folder", dir.to_str().unwrap()], extra].concat());
+        assert!(out.status.success(), "{}", stderr(&out));
+        run::read_parameters(&dir).unwrap()
+    };
+    let ours = run("recipe-neuralrg", &["-epochs", "50"]);
+    let o = ours.config.optimizer;
+    assert_eq!(
+        (o.batch, o.lr, o.weight_decay, o.clip),
+        (128, 2e-3, 0.0, None)
+    );
+    assert_eq!(o.schedule, Schedule::cosine(50, 2));
+
+    let paper = run("recipe-paper", &["-epochs", "2", "--recipe", "paper"]);
+    let o = paper.config.optimizer;
+    assert_eq!(
+        (o.batch, o.lr, o.weight_decay, o.clip),
+        (512, 1e-3, 1e-3, None)
+    );
+    assert_eq!(o.schedule, Schedule::constant());
+    // Resuming, a recipe is checked against the run like the settings it sets.
+    let folder = paper.options.folder.to_str().unwrap();
+    let resume = |recipe: &str| {
+        train(&[
+            "-load", "-folder", folder, "-epochs", "3", "--recipe", recipe,
+        ])
+    };
+    assert_refused(&resume("neuralrg"), "batch = 128 (the run has 512)");
+    let out = resume("paper");
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let given = [
+        "-epochs",
+        "100",
+        "--recipe",
+        "paper",
+        "--batch",
+        "64",
+        "--schedule",
+        "cosine",
+    ];
+    let o = run("recipe-given", &given).config.optimizer;
+    assert_eq!((o.batch, o.lr, o.weight_decay), (64, 1e-3, 1e-3));
+    assert_eq!(o.schedule, Schedule::cosine(100, 4));
+
+    // No --epochs: 76,800 samples.
+    let epochs = run("recipe-epochs", &["--batch", "19200"]).options.epochs;
+    assert_eq!(epochs, 4);
 }
 
 /// A cosine schedule ends at the run's epochs: resuming past them is refused, not trained at a

@@ -279,7 +279,7 @@ fn a_second_writer_is_refused_and_a_signal_stops_with_a_checkpoint() {
     std::fs::write(
         &settings,
         format!(
-            "folder = {:?}\nL = 4\ntemperatures = [2.5]\ndepths = [2]\nepochs = 100000\nsave_period = 100000\n[train]\nnlayers = 2\nnhidden = 4\nnmlp = 1\nbatch = 32\n",
+            "folder = {:?}\nL = 4\ntemperatures = [2.5]\ndepths = [2]\nepochs = 100000\nsave_period = 100000\nrecipe = \"paper\"\n[train]\nnlayers = 2\nnhidden = 4\nnmlp = 1\nbatch = 32\n",
             folder(&sweep_dir)
         ),
     )
@@ -447,7 +447,7 @@ fn a_run_resumed_at_its_end_is_summarized_and_a_dead_run_stops_the_monitor() {
 fn oversized_configurations_are_refused_with_the_estimate() {
     let dir = scratch("fault-oversized");
     let out = train(&["-L", "4096", "-folder", folder(&dir)]);
-    assert_refused(&out, "training at L=4096 d=2 with batch 512 needs about");
+    assert_refused(&out, "training at L=4096 d=2 with batch 128 needs about");
     assert!(stderr(&out).contains("is available"), "{}", stderr(&out));
     assert!(!dir.join("savings").exists(), "nothing is written");
     assert_refused(&train(&["-L", "65536"]), "at most 16777216 sites");

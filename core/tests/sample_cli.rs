@@ -21,9 +21,11 @@ fn reference_l4(t: f64) -> Value {
 fn trained_l4(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("neuralrg-sample-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    // The paper's network; a larger learning rate than the default reaches about 1 % relative
-    // error in 300 epochs, where Metropolis-Hastings mixes well (acceptance about 0.55).
+    // The paper's network and recipe; a larger learning rate than the paper's reaches about 1 %
+    // relative error in 300 epochs, where Metropolis-Hastings mixes well (acceptance about 0.55).
     let args = [
+        "--recipe",
+        "paper",
         "-L",
         "4",
         "-T",
@@ -129,7 +131,7 @@ fn bad_sample_arguments_are_refused() {
 }
 
 /// Independent Metropolis-Hastings never gives a confident wrong answer. Flows trained as a new
-/// user would (the paper's settings, 300 epochs) at T = 1.8, T_c and 3.0, sampled with four seeds
+/// user of the paper's recipe would (its settings, 300 epochs) at T = 1.8, T_c and 3.0, sampled with four seeds
 /// each: the energy, `|m|` and `m^2` lie within 4 stated errors of the exact values, or the
 /// output says the chains have not converged (and stderr says what to do). At T = 1.8 and T_c the
 /// flow under-proposes rare states of large weight, and a single chain of 20000 was 4 to 48
@@ -147,7 +149,8 @@ fn metropolis_hastings_warns_instead_of_being_confidently_wrong() {
         let t_arg = t.to_string();
         let folder = dir.to_str().unwrap();
         let args = [
-            "-L", "4", "-T", &t_arg, "-epochs", "300", "-skipHMC", "-folder", folder,
+            "--recipe", "paper", "-L", "4", "-T", &t_arg, "-epochs", "300", "-skipHMC", "-folder",
+            folder,
         ];
         let out = run(env!("CARGO_BIN_EXE_train"), &args);
         assert!(

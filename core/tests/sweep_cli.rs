@@ -133,7 +133,7 @@ fn grid(dir: &std::path::Path) -> (String, std::path::PathBuf) {
     std::fs::write(
         &settings,
         format!(
-            "folder = {:?}\nL = 4\ntemperatures = [2.0, 3.0]\ndepths = [1, 2]\nepochs = 3\n\n[train]\nnlayers = 2\nnhidden = 4\nnmlp = 1\nbatch = 32\n",
+            "folder = {:?}\nL = 4\ntemperatures = [2.0, 3.0]\ndepths = [1, 2]\nepochs = 3\nrecipe = \"paper\"\n\n[train]\nnlayers = 2\nnhidden = 4\nnmlp = 1\nbatch = 32\n",
             folder.to_str().unwrap()
         ),
     )
@@ -245,8 +245,9 @@ fn a_warm_started_sweep_chains_its_temperatures() {
     let text = std::fs::read_to_string(&settings).unwrap();
     std::fs::write(
         &settings,
+        // The default recipe: neuralrg's, which warm-starts.
         text.replace("temperatures = [2.0, 3.0]", "temperatures = [3.0, 2.0]")
-            .replace("epochs = 3\n", "epochs = 3\nwarm_start = true\n"),
+            .replace("recipe = \"paper\"\n", ""),
     )
     .unwrap();
     // Only the second temperature's first run (the grid is T3.0_depth1, T3.0_depth2,
@@ -270,6 +271,16 @@ fn a_warm_started_sweep_chains_its_temperatures() {
             .init
     };
     assert_eq!(init("T3.0_depth1"), None);
+    // The recipe's optimizer under the [train] table's batch: a cosine to 0 at epoch 3.
+    let optimizer = neuralrg::run::read_parameters(&folder.join("T2.0_depth1"))
+        .unwrap()
+        .config
+        .optimizer;
+    assert_eq!(
+        (optimizer.batch, optimizer.lr, optimizer.weight_decay),
+        (32, 2e-3, 0.0)
+    );
+    assert_eq!(optimizer.schedule, neuralrg::train::Schedule::cosine(3, 0));
     assert_eq!(init("T2.0_depth1"), Some(folder.join("T3.0_depth1")));
     assert_eq!(init("T2.0_depth2"), Some(folder.join("T3.0_depth2")));
     let log = std::fs::read_to_string(folder.join("logs/T2.0_depth2.log")).unwrap();
