@@ -112,8 +112,8 @@ impl Default for OptimizerConfig {
 }
 
 /// A training recipe: the optimizer settings a new run takes unless it sets them, and whether a
-/// sweep warm-starts its temperatures. Both spend the paper's samples per epoch count: the
-/// same number of samples in batches of 128 is four times the paper's epochs.
+/// sweep warm-starts its temperatures. The run's length is not part of it: the paper's samples
+/// (5000 epochs of 512) are 20000 epochs in neuralrg's batches of 128.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 #[cfg_attr(feature = "cli", derive(clap::ValueEnum))]

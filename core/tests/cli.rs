@@ -150,7 +150,7 @@ fn a_cosine_run_cannot_be_resumed_past_its_end() {
     assert!(train_small(&dir, &cosine).status.success());
     assert_refused(
         &train(&["-load", "-folder", folder, "-epochs", "5"]),
-        "cosine schedule",
+        &format!("as a new run with its own schedule: train --init {folder} --epochs N"),
     );
 }
 

@@ -65,7 +65,7 @@ struct Cli {
     /// Training recipe of a new run: the defaults of the optimizer settings (--batch, --lr,
     /// --weight-decay, --schedule, --warmup); each one given on the command line still wins.
     /// neuralrg: batch 128, lr 2e-3, no weight decay, a cosine schedule warmed up over 4 % of the
-    /// epochs (it beats the paper's numbers at L=16 with the paper's samples; README). paper: the
+    /// epochs (chosen to beat the paper's L=16 numbers with its samples; README). paper: the
     /// paper's batch 512, lr 1e-3, weight decay 1e-3 at a constant rate. With --load, checked
     /// against the run like those settings.
     #[arg(long, value_enum, default_value_t = Recipe::default())]
@@ -274,7 +274,8 @@ fn run_cli(cli: Cli, given: cli::Given) -> Result<(), RunError> {
     {
         return Err(RunError::Input(format!(
             "epochs = {} is past the end of this run's cosine schedule (epoch {epochs}, where \
-             the learning rate reaches 0): at most {epochs}, or train on from it as a new run              with its own schedule: train --init {} --epochs N --folder NEW",
+             the learning rate reaches 0): at most {epochs}, or train on from it as a new run \
+             with its own schedule: train --init {} --epochs N --folder NEW",
             params.options.epochs,
             params.options.folder.display()
         )));
