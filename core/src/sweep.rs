@@ -232,6 +232,26 @@ impl Grid {
         } else {
             settings.depths.clone()
         };
+        // One run per (T, depth): a value listed twice would be one folder for two runs (and a
+        // warm start from itself).
+        let twice = |name: &str, values: Vec<String>| match (1..values.len())
+            .find(|&i| values[..i].contains(&values[i]))
+        {
+            Some(i) => Err(bad(format!(
+                "{name} lists {} twice: list each once",
+                values[i]
+            ))),
+            None => Ok(()),
+        };
+        twice(
+            "temperatures",
+            settings
+                .temperatures
+                .iter()
+                .map(|t| format!("{t:?}"))
+                .collect(),
+        )?;
+        twice("depths", depths.iter().map(|d| d.to_string()).collect())?;
         let base = base_config(&settings)?;
         let mut runs: Vec<Parameters> = Vec::new();
         for (i, &t) in settings.temperatures.iter().enumerate() {

@@ -91,6 +91,14 @@ fn bad_settings_are_refused() {
             "not a valid sweep settings file",
         ),
         ("this is not toml", "not a valid sweep settings file"),
+        (
+            "folder = \"x\"\nL = 4\ntemperatures = [2.0, 2.5, 2.0]\nepochs = 1\n",
+            "temperatures lists 2.0 twice: list each once",
+        ),
+        (
+            "folder = \"x\"\nL = 4\ntemperatures = [2.0]\ndepths = [1, 1]\nepochs = 1\n",
+            "depths lists 1 twice",
+        ),
         // The [train] table is the training settings by name: an unknown one, a value of the
         // wrong kind, a grid axis, and the warm-up of the old (flat) schedule form are named.
         (
