@@ -828,10 +828,21 @@ pub fn observable_panel<DB: DrawingBackend>(
     Ok(())
 }
 
-/// Relative error against temperature, one line per MERA depth, with error bars (the sweep's
-/// figure, as the original's `paperPlot/plotCore.py`). `points` are `(depth, T, error, stderr)`.
+/// One line of a [`SweepFigure`]: relative errors against temperature.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SweepLine {
+    /// Its legend entry.
+    pub label: String,
+    /// `(T, relative error, its standard error)`, by temperature; an error of 0 draws no bar.
+    pub points: Vec<(f64, f64, f64)>,
+    /// Published numbers to compare with, drawn in black (the others in palette colours).
+    pub reference: bool,
+}
+
+/// Relative error against temperature, one line each (per MERA depth, per recipe, the paper's
+/// numbers), with error bars: the sweep's figure, as the original's `paperPlot/plotCore.py`.
 pub struct SweepFigure<'a> {
-    pub points: &'a [(usize, f64, f64, f64)],
+    pub lines: &'a [SweepLine],
     pub title: String,
 }
 
@@ -839,27 +850,24 @@ impl Figure for SweepFigure<'_> {
     fn draw<DB: DrawingBackend>(&self, area: &DrawingArea<DB, Shift>) -> Result<(), String> {
         let err = |e: DrawingAreaErrorKind<DB::ErrorType>| e.to_string();
         area.fill(&WHITE).map_err(err)?;
-        let (tlo, thi) = range(self.points.iter().map(|p| p.1));
-        let (elo, ehi) = range(
-            self.points
-                .iter()
-                .flat_map(|p| [p.2 - p.3, p.2 + p.3])
-                .chain([0.0]),
-        );
-        let mut depths: Vec<usize> = self.points.iter().map(|p| p.0).collect();
-        depths.sort();
-        depths.dedup();
-        let colours: Vec<RGBColor> = (0..depths.len())
-            .map(|i| {
-                let (r, g, b) = Palette99::COLORS[i % Palette99::COLORS.len()];
-                RGBColor(r, g, b)
+        let points = || self.lines.iter().flat_map(|l| &l.points);
+        let (tlo, thi) = range(points().map(|p| p.0));
+        let (elo, ehi) = range(points().flat_map(|p| [p.1 - p.2, p.1 + p.2]).chain([0.0]));
+        let mut palette = Palette99::COLORS.iter().cycle();
+        let colours: Vec<RGBColor> = self
+            .lines
+            .iter()
+            .map(|l| match l.reference {
+                true => BLACK,
+                false => palette.next().map_or(BLACK, |&(r, g, b)| RGBColor(r, g, b)),
             })
             .collect();
         let area = area.titled(&self.title, ("sans-serif", 16)).map_err(err)?;
-        let entries: Vec<(String, RGBColor)> = depths
+        let entries: Vec<(String, RGBColor)> = self
+            .lines
             .iter()
             .zip(&colours)
-            .map(|(d, c)| (format!("depth {d}"), *c))
+            .map(|(l, c)| (l.label.clone(), *c))
             .collect();
         let area = with_legend(&area, &entries)?;
         let mut c = ChartBuilder::on(&area)
@@ -874,20 +882,21 @@ impl Figure for SweepFigure<'_> {
             .y_label_formatter(&|v| format!("{:.2}%", 100.0 * v))
             .draw()
             .map_err(err)?;
-        for (depth, &colour) in depths.iter().zip(&colours) {
-            let mut line: Vec<(f64, f64, f64)> = self
-                .points
-                .iter()
-                .filter(|p| p.0 == *depth)
-                .map(|p| (p.1, p.2, p.3))
-                .collect();
-            line.sort_by(|a, b| a.0.total_cmp(&b.0));
+        for (line, &colour) in self.lines.iter().zip(&colours) {
+            let mut points = line.points.clone();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
             c.draw_series(LineSeries::new(
-                line.iter().map(|p| (p.0, p.1)),
+                points.iter().map(|p| (p.0, p.1)),
                 colour.stroke_width(2),
             ))
             .map_err(err)?;
-            c.draw_series(line.iter().map(|p| {
+            c.draw_series(
+                points
+                    .iter()
+                    .map(|p| Circle::new((p.0, p.1), 3, colour.filled())),
+            )
+            .map_err(err)?;
+            c.draw_series(points.iter().filter(|p| p.2 > 0.0).map(|p| {
                 ErrorBar::new_vertical(p.0, p.1 - p.2, p.1, p.1 + p.2, colour.filled(), 8)
             }))
             .map_err(err)?;

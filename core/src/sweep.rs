@@ -45,8 +45,8 @@ use std::str::FromStr;
 use serde::Deserialize;
 
 use crate::device::DeviceKind;
-use crate::lattice::Lattice;
-use crate::plot::{self, SweepFigure};
+use crate::lattice::{Lattice, T_C};
+use crate::plot::{self, SweepFigure, SweepLine};
 use crate::records::{self, SweepRow};
 use crate::run::{self, Parameters, RunError, RunOptions, Summary, write_atomic};
 use crate::train::{Recipe, TrainConfig};
@@ -380,7 +380,8 @@ impl Grid {
     }
 
     /// Rewrites `results.csv` and the figure (relative error against T, one line per depth,
-    /// with error bars) from every finished run of the grid; returns how many are finished.
+    /// with error bars, and the paper's numbers where it has them; see [`figure_lines`]) from
+    /// every finished run of the grid; returns how many are finished.
     pub fn write_results(&self) -> Result<usize, RunError> {
         let mut rows: Vec<SweepRow> = self
             .runs
@@ -400,30 +401,164 @@ impl Grid {
         if rows.is_empty() {
             return Ok(0);
         }
-        let points: Vec<(usize, f64, f64, f64)> = rows
-            .iter()
-            .map(|r| (r.depth, r.t, r.relative_error, r.relative_error_stderr))
-            .collect();
-        let title = format!(
-            "relative error of F, L={} d={}, {} epochs",
-            self.settings.l, self.settings.d, self.settings.epochs
-        );
-        plot::save(
-            &folder.join("relative_error"),
-            (900, 620),
-            &SweepFigure {
-                points: &points,
-                title,
-            },
-        )
-        .map_err(RunError::Io)?;
-        Ok(rows.len())
+        let finished = rows.len();
+        save_figure(&folder.join("relative_error"), &[(String::new(), rows)])?;
+        Ok(finished)
     }
+}
+
+/// The legend of [`PAPER_RELATIVE_ERRORS`] in a figure: with its budget, since a sweep's may differ.
+pub const PAPER_LABEL: &str = "the paper (5000 epochs of 512)";
+
+/// The original authors' relative errors (`../shared/NEURALRG.md` section 7) as `(L, T, relative
+/// error)`: d = 2, Z2-symmetrized, full depth, batch 512, 5000 epochs.
+pub const PAPER_RELATIVE_ERRORS: [(usize, f64, f64); 11] = [
+    (16, 2.0, 0.00287),
+    (16, 2.2, 0.00431),
+    (16, T_C, 0.00509),
+    (16, 2.4, 0.00778),
+    (16, 2.6, 0.01109),
+    (16, 2.8, 0.01213),
+    (16, 3.0, 0.01003),
+    (32, 2.0, 0.00270),
+    (32, 2.3, 0.00545),
+    (32, 2.5, 0.00891),
+    (32, 2.7, 0.01098),
+];
+
+/// The lines of the relative-error figure of finished sweeps' `sets` of `(label, rows)`: one
+/// per set and MERA depth, labelled by the set's label and, where the set has several depths or
+/// no label, by the depth; then the paper's numbers where every row is of one `(L, d)` that the
+/// paper has, with full-depth runs among them.
+pub fn figure_lines(sets: &[(String, Vec<SweepRow>)]) -> Vec<SweepLine> {
+    let mut lines = Vec::new();
+    for (label, rows) in sets {
+        let mut depths: Vec<usize> = rows.iter().map(|r| r.depth).collect();
+        depths.sort();
+        depths.dedup();
+        for &depth in &depths {
+            let label = match (label.is_empty(), depths.len()) {
+                (true, _) => format!("depth {depth}"),
+                (false, 1) => label.clone(),
+                (false, _) => format!("{label}, depth {depth}"),
+            };
+            let points = rows
+                .iter()
+                .filter(|r| r.depth == depth)
+                .map(|r| (r.t, r.relative_error, r.relative_error_stderr))
+                .collect();
+            lines.push(SweepLine {
+                label,
+                points,
+                reference: false,
+            });
+        }
+    }
+    let mut rows = sets.iter().flat_map(|(_, rows)| rows);
+    if let Some(first) = rows.clone().next()
+        && first.d == 2
+        && rows.all(|r| (r.l, r.d) == (first.l, first.d))
+        && sets
+            .iter()
+            .flat_map(|(_, r)| r)
+            .any(|r| 1 << r.depth == r.l)
+    {
+        let points: Vec<(f64, f64, f64)> = PAPER_RELATIVE_ERRORS
+            .iter()
+            .filter(|p| p.0 == first.l)
+            .map(|p| (p.1, p.2, 0.0))
+            .collect();
+        if !points.is_empty() {
+            lines.push(SweepLine {
+                label: PAPER_LABEL.into(),
+                points,
+                reference: true,
+            });
+        }
+    }
+    lines
+}
+
+/// Draws the relative-error figure of finished sweeps' `sets` of `(label, rows)` (see
+/// [`figure_lines`]) into `stem.png` and `stem.svg`.
+pub fn save_figure(stem: &Path, sets: &[(String, Vec<SweepRow>)]) -> Result<(), RunError> {
+    let rows: Vec<&SweepRow> = sets.iter().flat_map(|(_, rows)| rows).collect();
+    let same = |f: fn(&SweepRow) -> usize| {
+        let v = f(rows.first()?);
+        rows.iter().all(|r| f(r) == v).then_some(v)
+    };
+    let mut title = "relative error of F".to_string();
+    if let (Some(l), Some(d)) = (same(|r| r.l), same(|r| r.d)) {
+        title += &format!(", L={l} d={d}");
+    }
+    if let Some(epochs) = same(|r| r.epochs) {
+        title += &format!(", {epochs} epochs");
+    }
+    let lines = figure_lines(sets);
+    plot::save(
+        stem,
+        (900, 620),
+        &SweepFigure {
+            lines: &lines,
+            title,
+        },
+    )
+    .map_err(RunError::Io)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_figure_has_a_line_per_sweep_and_depth_and_the_papers_where_it_has_numbers() {
+        let row = |l, depth, t| SweepRow {
+            l,
+            d: 2,
+            t,
+            depth,
+            relative_error: 0.01,
+            ..Default::default()
+        };
+        let labels = |sets: &[(String, Vec<SweepRow>)]| -> Vec<String> {
+            figure_lines(sets).into_iter().map(|l| l.label).collect()
+        };
+        let unlabelled = |rows| [(String::new(), rows)];
+        assert_eq!(
+            labels(&unlabelled(vec![
+                row(16, 3, 2.0),
+                row(16, 4, 2.0),
+                row(16, 4, 2.2)
+            ])),
+            ["depth 3", "depth 4", PAPER_LABEL]
+        );
+        assert_eq!(
+            labels(&[
+                ("a".into(), vec![row(16, 4, 2.0)]),
+                ("b".into(), vec![row(16, 4, 2.2)])
+            ]),
+            ["a", "b", PAPER_LABEL]
+        );
+        assert_eq!(
+            labels(&[("a".into(), vec![row(32, 1, 2.0), row(32, 5, 2.0)])]),
+            ["a, depth 1", "a, depth 5", PAPER_LABEL]
+        );
+        // No paper line: no numbers at L=8, no full-depth run, two sizes in one figure.
+        for rows in [
+            vec![row(8, 3, 2.0)],
+            vec![row(16, 3, 2.0)],
+            vec![row(16, 4, 2.0), row(32, 5, 2.0)],
+        ] {
+            assert!(!labels(&unlabelled(rows)).contains(&PAPER_LABEL.to_string()));
+        }
+        let lines = figure_lines(&unlabelled(vec![row(32, 5, 2.3)]));
+        assert_eq!(lines[0].points, [(2.3, 0.01, 0.0)]);
+        assert!(!lines[0].reference);
+        let paper = &lines[1];
+        assert!(paper.reference);
+        assert_eq!(paper.points.len(), 4);
+        assert!(paper.points.contains(&(2.3, 0.00545, 0.0)));
+    }
 
     #[test]
     fn warm_starts_come_from_the_nearest_temperature_listed_before() {

@@ -65,9 +65,9 @@ struct Cli {
     /// Training recipe of a new run: the defaults of the optimizer settings (--batch, --lr,
     /// --weight-decay, --schedule, --warmup); each one given on the command line still wins.
     /// neuralrg: batch 128, lr 2e-3, no weight decay, a cosine schedule warmed up over 4 % of the
-    /// epochs (chosen to beat the paper's L=16 numbers with its samples; README). paper: the
-    /// paper's batch 512, lr 1e-3, weight decay 1e-3 at a constant rate. With --load, checked
-    /// against the run like those settings.
+    /// epochs (with the paper's samples and a sweep's warm starts, below the paper's L=16 numbers
+    /// at all seven temperatures; README). paper: the paper's batch 512, lr 1e-3, weight decay
+    /// 1e-3 at a constant rate. With --load, checked against the run like those settings.
     #[arg(long, value_enum, default_value_t = Recipe::default())]
     recipe: Recipe,
     /// Z2-symmetrize the flow (the default; the flag is accepted as in the original).
