@@ -454,14 +454,12 @@ pub fn figure_lines(sets: &[(String, Vec<SweepRow>)]) -> Vec<SweepLine> {
             });
         }
     }
-    let mut rows = sets.iter().flat_map(|(_, rows)| rows);
-    if let Some(first) = rows.clone().next()
+    let rows: Vec<&SweepRow> = sets.iter().flat_map(|(_, rows)| rows).collect();
+    let full_depth = |r: &SweepRow| Lattice::new(r.l, r.d).is_ok_and(|l| l.depth() == r.depth);
+    if let Some(first) = rows.first()
         && first.d == 2
-        && rows.all(|r| (r.l, r.d) == (first.l, first.d))
-        && sets
-            .iter()
-            .flat_map(|(_, r)| r)
-            .any(|r| 1 << r.depth == r.l)
+        && rows.iter().all(|r| (r.l, r.d) == (first.l, first.d))
+        && rows.iter().any(|r| full_depth(r))
     {
         let points: Vec<(f64, f64, f64)> = PAPER_RELATIVE_ERRORS
             .iter()

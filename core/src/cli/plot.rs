@@ -28,8 +28,8 @@ struct Cli {
     folder: Option<PathBuf>,
     /// Instead of a run's monitor: a sweep's results table, as [LABEL=]FILE (label: the file's
     /// folder name for a results.csv, else its name; none for a single table), given once per
-    /// sweep to compare. One line per table and MERA depth, and the paper's numbers where it has them (L=16 and 32, d=2,
-    /// full depth).
+    /// sweep to compare. One line per table and MERA depth, and the paper's numbers where it has
+    /// them (L=16 and 32, d=2, full depth).
     #[arg(long, conflicts_with_all = ["folder", "per", "exact", "observable"])]
     results: Vec<String>,
     /// Redraw every this many seconds while the run trains; stop when it ends, is stopped or dies.
