@@ -6,6 +6,9 @@
 //! per batch instead of a dense `N x N` inverse.
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
+use rand::RngExt;
+use rand::rngs::StdRng;
+use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
 
 use crate::exact;
@@ -176,6 +179,63 @@ impl<B: Backend> Target<B> {
     }
 }
 
+/// The exact heat bath of the Hubbard-Stratonovich pair: the relaxation is the field marginal of
+/// `p(x, s) ~ exp(-1/2 x^T K^-1 x + x . s)` over Ising spins `s`, whose conditionals are
+/// independent spins `P(s_i = +1 | x) = sigmoid(2 x_i)` and a Gaussian field
+/// `x | s ~ N(K s, K)`. A sweep draws the spins given the field, then the field given the spins:
+/// it leaves `p~(x)` invariant and needs no step size (host side, f64; `K` and its Cholesky
+/// factor are dense `N x N`).
+#[derive(Debug, Clone)]
+pub struct HeatBath {
+    n: usize,
+    /// `K`, row-major.
+    k: Vec<f64>,
+    /// The lower Cholesky factor `C` of `K = C C^T`, row-major.
+    chol: Vec<f64>,
+}
+
+impl HeatBath {
+    /// The heat bath of `relaxation` (`K` is positive definite: its smallest eigenvalue is 0.1).
+    pub fn new(relaxation: &Relaxation) -> Self {
+        let n = relaxation.lattice.sites();
+        let k = relaxation.dense_k();
+        let mut chol = vec![0.0; n * n];
+        for i in 0..n {
+            for j in 0..=i {
+                let dot: f64 = (0..j).map(|m| chol[i * n + m] * chol[j * n + m]).sum();
+                chol[i * n + j] = if i == j {
+                    (k[i * n + i] - dot).sqrt()
+                } else {
+                    (k[i * n + j] - dot) / chol[j * n + j]
+                };
+            }
+        }
+        Self { n, k, chol }
+    }
+
+    /// One sweep of the field `x` (`N` values) in place: spins given `x`, then `x` given them.
+    pub fn sweep(&self, x: &mut [f64], rng: &mut StdRng) {
+        let n = self.n;
+        let s: Vec<f64> = x
+            .iter()
+            .map(|&xi| {
+                if rng.random::<f64>() * (1.0 + (-2.0 * xi).exp()) < 1.0 {
+                    1.0
+                } else {
+                    -1.0
+                }
+            })
+            .collect();
+        let noise: Vec<f64> = (0..n).map(|_| StandardNormal.sample(rng)).collect();
+        for (i, xi) in x.iter_mut().enumerate() {
+            let row = &self.k[i * n..(i + 1) * n];
+            let mean: f64 = row.iter().zip(&s).map(|(a, b)| a * b).sum();
+            let c = &self.chol[i * n..i * n + i + 1];
+            *xi = mean + c.iter().zip(&noise).map(|(a, b)| a * b).sum::<f64>();
+        }
+    }
+}
+
 /// `ln cosh(x)` computed stably: `|x| + ln(1 + exp(-2|x|)) - ln 2`.
 pub fn ln_cosh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
     let a = x.abs();
@@ -185,6 +245,31 @@ pub fn ln_cosh<B: Backend, const D: usize>(x: Tensor<B, D>) -> Tensor<B, D> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_heat_bath_factor_reproduces_k() {
+        for (l, d) in [(4, 2), (8, 1)] {
+            let rel = Relaxation::new(Lattice::new(l, d).unwrap(), 2.3).unwrap();
+            let bath = HeatBath::new(&rel);
+            let n = bath.n;
+            for i in 0..n {
+                for j in 0..n {
+                    let cc: f64 = (0..n)
+                        .map(|m| bath.chol[i * n + m] * bath.chol[j * n + m])
+                        .sum();
+                    assert!(
+                        (cc - bath.k[i * n + j]).abs() < 1e-12,
+                        "L={l} d={d} ({i}, {j})"
+                    );
+                }
+                assert!(
+                    bath.chol[i * n + i + 1..(i + 1) * n]
+                        .iter()
+                        .all(|&c| c == 0.0)
+                );
+            }
+        }
+    }
 
     #[test]
     fn fourier_basis_is_orthonormal_and_diagonalizes_k() {

@@ -3,13 +3,14 @@
 
 use crate::fused::{FlowAutodiff, FlowBackend};
 use burn::module::AutodiffModule;
+use burn::tensor::{Tensor, TensorData};
 use rand::RngExt;
 use rand::rngs::StdRng;
 
 use crate::flow::Flow;
 use crate::hmc::{Chains, HmcConfig, Space, Start};
 use crate::host::read;
-use crate::ising::Target;
+use crate::ising::{HeatBath, Target};
 use crate::stats::log_mean_exp;
 
 /// How configurations are drawn.
@@ -21,6 +22,12 @@ pub enum Sampler {
     /// Independent Metropolis-Hastings with the flow as proposal (exact).
     #[default]
     Mh,
+    /// Metropolis-Hastings alternating heat-bath sweeps of the field with the flow's
+    /// independent proposals (exact; reaches what the flow under-proposes).
+    MhLocal,
+    /// The heat-bath sweeps of mh-local without the flow's proposals (exact; no flow needed:
+    /// the baseline that shows what the proposals add).
+    HeatBath,
     /// HMC on the latent variables z (exact).
     HmcLatent,
     /// HMC on the physical fields x (exact).
@@ -33,6 +40,8 @@ impl Sampler {
         match self {
             Self::Direct => "direct",
             Self::Mh => "mh",
+            Self::MhLocal => "mh-local",
+            Self::HeatBath => "heat-bath",
             Self::HmcLatent => "hmc-latent",
             Self::HmcPhysical => "hmc-physical",
         }
@@ -41,6 +50,16 @@ impl Sampler {
     /// Whether it runs HMC chains.
     pub fn is_hmc(self) -> bool {
         matches!(self, Self::HmcLatent | Self::HmcPhysical)
+    }
+
+    /// Whether it runs Markov chains laid end to end (`--mh-chains` of them), not HMC.
+    pub fn is_chain(self) -> bool {
+        matches!(self, Self::Mh | Self::MhLocal | Self::HeatBath)
+    }
+
+    /// Whether its chains make local heat-bath moves (`--sweeps` per step).
+    pub fn is_local(self) -> bool {
+        matches!(self, Self::MhLocal | Self::HeatBath)
     }
 }
 
@@ -54,14 +73,19 @@ pub struct DrawConfig {
     /// Number of configurations.
     #[cfg_attr(feature = "cli", arg(short = 'n', long = "n", default_value_t = DrawConfig::default().n))]
     pub n: usize,
-    /// Independent Metropolis-Hastings chains (n is split over them; the spread between them
+    /// Chains of mh, mh-local and heat-bath (n is split over them; the spread between them
     /// enters the errors, and split R-hat tells whether they agree).
     #[cfg_attr(feature = "cli", arg(long = "mh-chains", default_value_t = DrawConfig::default().mh_chains))]
     pub mh_chains: usize,
     /// Persistent HMC chains (n is split over them after --burn-in discarded measurements).
     #[cfg_attr(feature = "cli", arg(long, default_value_t = DrawConfig::default().chains))]
     pub chains: usize,
-    /// HMC measurements (of 10 trajectories each) discarded while the chains find the target.
+    /// Heat-bath sweeps of the field (spins given the field, then the field given the spins)
+    /// per step of mh-local (before its flow proposal) and of heat-bath.
+    #[cfg_attr(feature = "cli", arg(long, default_value_t = DrawConfig::default().sweeps))]
+    pub sweeps: usize,
+    /// Measurements discarded while the chains find the target: of HMC (10 trajectories each),
+    /// and steps of mh-local and heat-bath.
     #[cfg_attr(feature = "cli", arg(long = "burn-in", default_value_t = DrawConfig::default().burn_in))]
     pub burn_in: usize,
     /// Where HMC chains start: prior (N(0, I) in either space, as the original) or flow
@@ -79,6 +103,7 @@ impl Default for DrawConfig {
             sampler: Sampler::default(),
             n: 20_000,
             mh_chains: 8,
+            sweeps: 1,
             chains: 64,
             burn_in: 10,
             hmc_start: Start::Prior,
@@ -107,6 +132,8 @@ impl DrawConfig {
     pub fn work(&self) -> u64 {
         if self.sampler.is_hmc() {
             (self.n.div_ceil(self.chains) + self.burn_in) as u64
+        } else if self.sampler.is_local() {
+            ((self.n / self.mh_chains).max(1) + self.burn_in) as u64
         } else {
             self.n as u64
         }
@@ -152,6 +179,46 @@ pub async fn draw<B: FlowAutodiff>(
 ) -> Drawn {
     let n_sites = flow.mera.sites();
     let n = config.n;
+    if config.sampler.is_local() {
+        let valid = flow.valid();
+        let device = valid.mera.device();
+        let valid_target = Target::<B::InnerBackend>::new(target.relaxation.clone(), &device);
+        let steps = (n / config.mh_chains).max(1);
+        let proposals = config.sampler == Sampler::MhLocal;
+        let sweeps = match config.sweeps {
+            1 => "1 heat-bath sweep".to_string(),
+            k => format!("{k} heat-bath sweeps"),
+        };
+        let step = if proposals {
+            format!("{sweeps} and a flow proposal")
+        } else {
+            sweeps
+        };
+        progress.stage(format!(
+            "{} chains, {} burn-in and {steps} steps of {step}",
+            config.mh_chains, config.burn_in
+        ));
+        let local = LocalMh {
+            chains: config.mh_chains,
+            steps,
+            burn_in: config.burn_in,
+            sweeps: config.sweeps,
+            proposals,
+            batch: config.batch,
+        };
+        let c = metropolis_local(&valid, &valid_target, rng, &local, progress).await;
+        return Drawn {
+            ess: proposals.then(|| ess_fraction(&c.proposal_log_w)),
+            ln_z: proposals.then(|| importance_ln_z(&c.proposal_log_w)),
+            log_w: if proposals {
+                c.proposal_log_w
+            } else {
+                Vec::new()
+            },
+            x: c.x,
+            acceptance: proposals.then_some(c.acceptance),
+        };
+    }
     if !config.sampler.is_hmc() {
         let valid = flow.valid();
         let device = valid.mera.device();
@@ -339,6 +406,93 @@ pub fn metropolis_chains(d: Direct, sites: usize, chains: usize, rng: &mut StdRn
     }
 }
 
+/// The settings of [`metropolis_local`].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LocalMh {
+    /// Chains, run side by side (one batch of flow proposals per step).
+    pub chains: usize,
+    /// Steps kept per chain (one measurement each).
+    pub steps: usize,
+    /// Steps discarded first.
+    pub burn_in: usize,
+    /// Heat-bath sweeps before each flow proposal.
+    pub sweeps: usize,
+    /// Whether a step ends with a flow proposal (false: the heat bath alone).
+    pub proposals: bool,
+    /// Flow samples per batch.
+    pub batch: usize,
+}
+
+/// Metropolis-Hastings chains that alternate `sweeps` sweeps of the exact heat bath
+/// ([`HeatBath`]) with one independent proposal `x'` of the flow, accepted with
+/// `min(1, w(x') / w(x))`, `w = p~/q`. Each half leaves the target invariant. Where the flow is
+/// good its proposals decorrelate a chain in one step; where it under-proposes (a state of large
+/// weight, at which independent Metropolis-Hastings sticks) the local sweeps move the chain on.
+/// Chains start at flow proposals and run side by side; after `burn_in` steps their states are
+/// laid out chain after chain, `steps` each. The acceptance is that of the flow's proposals;
+/// `proposal_log_w` holds all of them. Without `proposals` the chains are the heat bath alone
+/// (started at flow samples; no log-weights after those).
+pub async fn metropolis_local<B: FlowBackend>(
+    flow: &Flow<B>,
+    target: &Target<B>,
+    rng: &mut StdRng,
+    s: &LocalMh,
+    progress: &impl Progress,
+) -> MhChain {
+    let sites = flow.mera.sites();
+    let chains = s.chains.max(1);
+    let device = flow.mera.device();
+    let bath = HeatBath::new(&target.relaxation);
+    let first = direct(flow, target, rng, chains, s.batch).await;
+    let (mut x, mut log_w) = (first.x, first.log_w);
+    let mut proposal_log_w = log_w.clone();
+    let mut states = vec![0.0; chains * s.steps * sites];
+    let (mut accepted, mut proposed) = (0usize, 0usize);
+    for step in 0..s.burn_in + s.steps {
+        for state in x.chunks_mut(sites) {
+            for _ in 0..s.sweeps {
+                bath.sweep(state, rng);
+            }
+        }
+        if s.proposals {
+            if s.sweeps > 0 {
+                log_w.clear();
+                for part in x.chunks(s.batch * sites) {
+                    let rows = part.len() / sites;
+                    let xt =
+                        Tensor::from_data(TensorData::new(part.to_vec(), [rows, sites]), &device);
+                    let lw = target.log_prob(xt.clone()) - flow.log_prob(xt);
+                    log_w.extend(read(lw).await);
+                }
+            }
+            let p = direct(flow, target, rng, chains, s.batch).await;
+            let current = x.chunks_mut(sites).zip(log_w.iter_mut());
+            for ((state, lw), (new, new_lw)) in current.zip(p.x.chunks(sites).zip(&p.log_w)) {
+                let log_ratio = new_lw - *lw;
+                if log_ratio >= 0.0 || rng.random::<f64>() < log_ratio.exp() {
+                    state.copy_from_slice(new);
+                    *lw = *new_lw;
+                    accepted += 1;
+                }
+            }
+            proposed += chains;
+            proposal_log_w.extend(p.log_w);
+        }
+        if let Some(t) = step.checked_sub(s.burn_in) {
+            for c in 0..chains {
+                let at = (c * s.steps + t) * sites;
+                states[at..at + sites].copy_from_slice(&x[c * sites..(c + 1) * sites]);
+            }
+        }
+        progress.inc(1);
+    }
+    MhChain {
+        x: states,
+        acceptance: accepted as f64 / proposed.max(1) as f64,
+        proposal_log_w,
+    }
+}
+
 /// Whether Metropolis-Hastings chains can be trusted, from two symptoms of a flow whose
 /// importance weights have a heavy tail: chains that disagree (one stuck at a rare state of
 /// large weight), and proposals that have not yet reached part of the target's probability mass
@@ -348,10 +502,13 @@ pub struct Convergence {
     /// The largest split R-hat of the per-sample energy and `m^2` (Rao-Blackwell) over the chains.
     pub rhat: f64,
     /// `1 - Z_est / Z_exact`: the share of the target's mass the proposals missed (negative: an
-    /// overestimate, within noise).
+    /// overestimate, within noise; NaN without proposals).
     pub missing_mass: f64,
     /// `(ln Z_exact - ln Z_est) / stderr`.
     pub missing_sigma: f64,
+    /// Whether the chains make local moves (mh-local): then mass the proposals have not reached
+    /// is reached by the moves, and only disagreeing chains are a symptom.
+    pub local: bool,
 }
 
 impl Convergence {
@@ -361,21 +518,32 @@ impl Convergence {
     pub const MISSING_SIGMA_LIMIT: f64 = 3.0;
 
     /// Judges `chains` chains laid end to end with per-sample `energy` and `m2` series, from
-    /// proposals with log-weights `log_w`, against the exact `ln_z_exact`.
+    /// proposals with log-weights `log_w`, against the exact `ln_z_exact`; `local`: the chains
+    /// make local moves between proposals.
     pub fn judge(
         energy: &[f64],
         m2: &[f64],
         chains: usize,
         log_w: &[f64],
         ln_z_exact: f64,
+        local: bool,
     ) -> Self {
         let rhat =
             crate::stats::split_rhat(energy, chains).max(crate::stats::split_rhat(m2, chains));
-        let (ln_z, err) = importance_ln_z(log_w);
+        let (missing_mass, missing_sigma) = if log_w.is_empty() {
+            (f64::NAN, f64::NAN)
+        } else {
+            let (ln_z, err) = importance_ln_z(log_w);
+            (
+                1.0 - (ln_z - ln_z_exact).exp(),
+                (ln_z_exact - ln_z) / err.max(1e-300),
+            )
+        };
         Self {
             rhat,
-            missing_mass: 1.0 - (ln_z - ln_z_exact).exp(),
-            missing_sigma: (ln_z_exact - ln_z) / err.max(1e-300),
+            missing_mass,
+            missing_sigma,
+            local,
         }
     }
 
@@ -383,13 +551,18 @@ impl Convergence {
     pub fn warnings(&self) -> Vec<String> {
         let mut w = Vec::new();
         if self.rhat.is_nan() || self.rhat > Self::RHAT_LIMIT {
+            let why = if self.local {
+                "the chains have not mixed yet (longer chains, -n, or more --sweeps)"
+            } else {
+                "one is stuck at a rare state the flow under-proposes"
+            };
             w.push(format!(
-                "the chains disagree (split R-hat {:.3} > {}): one is stuck at a rare state the flow under-proposes",
+                "the chains disagree (split R-hat {:.3} > {}): {why}",
                 self.rhat,
                 Self::RHAT_LIMIT
             ));
         }
-        if self.missing_sigma > Self::MISSING_SIGMA_LIMIT {
+        if !self.local && self.missing_sigma > Self::MISSING_SIGMA_LIMIT {
             w.push(format!(
                 "the proposals have not reached about {:.1}% of the target's probability mass (ln Z_x short of the exact value by {:.1} standard errors)",
                 100.0 * self.missing_mass,
@@ -401,7 +574,7 @@ impl Convergence {
 }
 
 /// What to do when [`Convergence::warnings`] is not empty.
-pub const NOT_CONVERGED_ADVICE: &str = "the estimates may be off by more than their errors: train the flow longer, draw more samples (-n), or use --sampler hmc-latent";
+pub const NOT_CONVERGED_ADVICE: &str = "the estimates may be off by more than their errors: train the flow longer, draw more samples (-n), or use --sampler mh-local or hmc-latent";
 
 /// Many independent Metropolis-Hastings chains run side by side, `steps` proposals each; their
 /// final states are independent samples of the target up to a bias that decays geometrically

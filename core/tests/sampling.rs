@@ -89,10 +89,44 @@ fn check(
     }
 }
 
+/// [`check`] of `<mean x>`, `<x_i^2>` and `<(mean x)^2>` against the exact `(var_site,
+/// var_mean)`, each estimated as `(mean, stderr)` by `estimate` from its per-sample feature.
+fn check_moments(
+    failures: &mut Vec<String>,
+    name: &str,
+    (var_site, var_mean): (f64, f64),
+    estimate: impl Fn(fn(&(f64, f64, f64)) -> f64) -> (f64, f64),
+) {
+    check(
+        failures,
+        name,
+        "<mean x>",
+        estimate(|v| v.0),
+        0.0,
+        var_mean.sqrt(),
+    );
+    check(
+        failures,
+        name,
+        "<x_i^2>",
+        estimate(|v| v.1),
+        var_site,
+        var_site,
+    );
+    check(
+        failures,
+        name,
+        "<(mean x)^2>",
+        estimate(|v| v.2),
+        var_mean,
+        var_mean,
+    );
+}
+
 #[test]
 fn metropolis_and_hmc_recover_exact_moments() {
     let (config, trainer) = trained();
-    let (var_site, var_mean) = exact_moments(&config);
+    let exact = exact_moments(&config);
     let mut failures = Vec::new();
     let target = trainer.target.clone();
     let flow = trainer.flow();
@@ -111,34 +145,44 @@ fn metropolis_and_hmc_recover_exact_moments() {
     println!("MH acceptance {:.3}", chain.acceptance);
     assert!(chain.acceptance > 0.2, "acceptance {}", chain.acceptance);
     let f = features(&chain.x);
-    let series = |g: fn(&(f64, f64, f64)) -> f64| {
-        mean_error_correlated(&f.iter().map(g).collect::<Vec<_>>())
-    };
-    let (m, s2, m2) = (series(|v| v.0), series(|v| v.1), series(|v| v.2));
-    check(
-        &mut failures,
-        "MH",
-        "<mean x>",
-        (m.mean, m.stderr),
-        0.0,
-        var_mean.sqrt(),
-    );
-    check(
-        &mut failures,
-        "MH",
-        "<x_i^2>",
-        (s2.mean, s2.stderr),
-        var_site,
-        var_site,
-    );
-    check(
-        &mut failures,
-        "MH",
-        "<(mean x)^2>",
-        (m2.mean, m2.stderr),
-        var_mean,
-        var_mean,
-    );
+    check_moments(&mut failures, "MH", exact, |g| {
+        let me = mean_error_correlated(&f.iter().map(g).collect::<Vec<_>>());
+        (me.mean, me.stderr)
+    });
+
+    // A heat-bath sweep before each flow proposal, and the heat bath alone: independent chains,
+    // per-chain time averages after burn-in.
+    for (name, proposals) in [("MH+sweeps", true), ("heat bath", false)] {
+        let local = sample::LocalMh {
+            chains: 32,
+            steps: 600,
+            burn_in: 20,
+            sweeps: 1,
+            proposals,
+            batch: 1000,
+        };
+        let chain = block_on(sample::metropolis_local(
+            &valid,
+            &valid_target,
+            &mut StdRng::seed_from_u64(4),
+            &local,
+            &(),
+        ));
+        if proposals {
+            println!("{name}: acceptance {:.3}", chain.acceptance);
+            assert!(chain.acceptance > 0.2, "acceptance {}", chain.acceptance);
+        }
+        assert_eq!(chain.x.len(), local.chains * local.steps * L);
+        let f = features(&chain.x);
+        check_moments(&mut failures, name, exact, |g| {
+            let means: Vec<f64> = f
+                .chunks(local.steps)
+                .map(|c| c.iter().map(g).sum::<f64>() / local.steps as f64)
+                .collect();
+            let me = mean_error(&means);
+            (me.mean, me.stderr)
+        });
+    }
 
     // HMC in both spaces: independent chains, per-chain time averages after burn-in.
     for space in [Space::Physical, Space::Latent] {
@@ -158,7 +202,7 @@ fn metropolis_and_hmc_recover_exact_moments() {
         }
         println!("HMC {space:?} acceptance {acc:.3}");
         assert!(acc > 0.3, "{space:?} acceptance {acc}");
-        let per_chain = |g: fn(&(f64, f64, f64)) -> f64| {
+        check_moments(&mut failures, &format!("HMC {space:?}"), exact, |g| {
             let me = mean_error(
                 &sums
                     .iter()
@@ -166,32 +210,7 @@ fn metropolis_and_hmc_recover_exact_moments() {
                     .collect::<Vec<_>>(),
             );
             (me.mean, me.stderr)
-        };
-        let name = format!("HMC {space:?}");
-        check(
-            &mut failures,
-            &name,
-            "<mean x>",
-            per_chain(|v| v.0),
-            0.0,
-            var_mean.sqrt(),
-        );
-        check(
-            &mut failures,
-            &name,
-            "<x_i^2>",
-            per_chain(|v| v.1),
-            var_site,
-            var_site,
-        );
-        check(
-            &mut failures,
-            &name,
-            "<(mean x)^2>",
-            per_chain(|v| v.2),
-            var_mean,
-            var_mean,
-        );
+        });
     }
     assert!(failures.is_empty(), "{failures:#?}");
 }

@@ -105,19 +105,33 @@ impl BackendJob for Job {
         progress.stage("observables and files");
         let n = drawn.x.len() / n_sites;
         let spins = spins_from_fields(&drawn.x, &mut StdRng::seed_from_u64(args.seed ^ 0x5EED));
-        let mh = args.draw.sampler == Sampler::Mh;
-        // Metropolis-Hastings: one jackknife block per chain, so the errors hold their spread.
-        let blocks = if mh { args.draw.mh_chains } else { 20 };
+        let chained = args.draw.sampler.is_chain();
+        // Metropolis-Hastings and heat-bath chains: one jackknife block per chain, so the errors
+        // hold their spread.
+        let blocks = if chained { args.draw.mh_chains } else { 20 };
         let obs = observables::measure_blocks(lattice, params.config.t, &drawn.x, &mut rng, blocks);
         let (m2s, energies): (Vec<f64>, Vec<f64>) = drawn
             .x
             .chunks(n_sites)
             .map(|x| observables::rao_blackwell(lattice, x))
             .unzip();
-        let tau = mh.then(|| tau_int(&energies));
+        // Integrated autocorrelation times of the energy and m^2, and the effective number of
+        // independent configurations by the slower of the two.
+        let tau = chained.then(|| Tau {
+            energy: tau_int(&energies),
+            m2: tau_int(&m2s),
+            n,
+        });
         let ln_zx = params.config.relaxation().ln_z_x;
-        let convergence = mh.then(|| {
-            sample::Convergence::judge(&energies, &m2s, args.draw.mh_chains, &drawn.log_w, ln_zx)
+        let convergence = chained.then(|| {
+            sample::Convergence::judge(
+                &energies,
+                &m2s,
+                args.draw.mh_chains,
+                &drawn.log_w,
+                ln_zx,
+                args.draw.sampler.is_local(),
+            )
         });
         let warnings = convergence.map(|c| c.warnings()).unwrap_or_default();
 
@@ -163,7 +177,9 @@ impl BackendJob for Job {
                 "n": n,
                 "acceptance": drawn.acceptance,
                 "ess": drawn.ess,
-                "tau_int": tau,
+                "tau_int": tau.map(|t| t.energy),
+                "tau_int_m2": tau.map(|t| t.m2),
+                "effective_samples": tau.map(|t| t.effective()),
                 "ln_zx": drawn.ln_z.map(|z| serde_json::json!({"mean": z.0, "stderr": z.1, "exact": ln_zx})),
                 "convergence": convergence,
                 "converged": warnings.is_empty(),
@@ -191,8 +207,24 @@ impl BackendJob for Job {
     }
 }
 
+/// Autocorrelation of a chain's measurements.
+#[derive(Debug, Clone, Copy)]
+struct Tau {
+    energy: f64,
+    m2: f64,
+    /// Measurements.
+    n: usize,
+}
+
+impl Tau {
+    /// `n / tau_int` by the slower of the energy and `m^2`.
+    fn effective(self) -> f64 {
+        self.n as f64 / self.energy.max(self.m2)
+    }
+}
+
 struct ChainReport {
-    tau: Option<f64>,
+    tau: Option<Tau>,
     convergence: Option<sample::Convergence>,
 }
 
@@ -213,7 +245,9 @@ fn print_table(
         println!("acceptance          {a:.4}");
     }
     if let Some(t) = chain.tau {
-        println!("tau_int (energy)    {t:.2}");
+        println!("tau_int (energy)    {:.2}", t.energy);
+        println!("tau_int (m^2)       {:.2}", t.m2);
+        println!("effective samples   {:.0}", t.effective());
     }
     if let Some(e) = d.ess {
         println!("ESS / proposals     {e:.4}");
@@ -222,12 +256,16 @@ fn print_table(
         println!("ln Z_x (importance) {z:.4} ± {err:.4}   exact {ln_zx:.4}");
     }
     if let Some(c) = chain.convergence {
-        println!(
-            "split R-hat         {:.4}   mass not reached {:+.2}% ({:+.1} sigma)",
-            c.rhat,
-            100.0 * c.missing_mass,
-            c.missing_sigma
-        );
+        if c.missing_mass.is_nan() {
+            println!("split R-hat         {:.4}", c.rhat);
+        } else {
+            println!(
+                "split R-hat         {:.4}   mass not reached {:+.2}% ({:+.1} sigma)",
+                c.rhat,
+                100.0 * c.missing_mass,
+                c.missing_sigma
+            );
+        }
     }
     let biased = name == "direct";
     if biased {
