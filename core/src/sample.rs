@@ -125,6 +125,12 @@ impl DrawConfig {
                 return Err(format!("{name} = 0 is not allowed: an integer >= 1"));
             }
         }
+        if self.sampler == Sampler::HeatBath && self.sweeps == 0 {
+            return Err(
+                "sweeps = 0 is not allowed with --sampler heat-bath: an integer >= 1 (its chains would never move)"
+                    .into(),
+            );
+        }
         Ok(())
     }
 

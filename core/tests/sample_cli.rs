@@ -124,6 +124,17 @@ fn bad_sample_arguments_are_refused() {
         (vec!["--folder", missing], "parameters.json"),
         (vec!["--folder", missing, "--sampler", "gibbs"], "gibbs"),
         (vec!["--folder", missing, "-n", "0"], "n = 0"),
+        (
+            vec![
+                "--folder",
+                missing,
+                "--sampler",
+                "heat-bath",
+                "--sweeps",
+                "0",
+            ],
+            "sweeps = 0",
+        ),
     ] {
         let out = run(env!("CARGO_BIN_EXE_sample"), &args);
         assert_refused(&out, needle);
