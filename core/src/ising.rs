@@ -6,7 +6,6 @@
 //! per batch instead of a dense `N x N` inverse.
 
 use burn::tensor::{Tensor, TensorData, backend::Backend};
-use rand::RngExt;
 use rand::rngs::StdRng;
 use rand_distr::{Distribution, StandardNormal};
 use serde::Serialize;
@@ -216,16 +215,7 @@ impl HeatBath {
     /// One sweep of the field `x` (`N` values) in place: spins given `x`, then `x` given them.
     pub fn sweep(&self, x: &mut [f64], rng: &mut StdRng) {
         let n = self.n;
-        let s: Vec<f64> = x
-            .iter()
-            .map(|&xi| {
-                if rng.random::<f64>() * (1.0 + (-2.0 * xi).exp()) < 1.0 {
-                    1.0
-                } else {
-                    -1.0
-                }
-            })
-            .collect();
+        let s = crate::observables::spins_from_fields(x, rng);
         let noise: Vec<f64> = (0..n).map(|_| StandardNormal.sample(rng)).collect();
         for (i, xi) in x.iter_mut().enumerate() {
             let row = &self.k[i * n..(i + 1) * n];

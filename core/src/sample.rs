@@ -134,12 +134,17 @@ impl DrawConfig {
         Ok(())
     }
 
+    /// Steps kept per chain of mh-local and heat-bath: `n` split over `--mh-chains`.
+    pub fn local_steps(&self) -> usize {
+        (self.n / self.mh_chains).max(1)
+    }
+
     /// Units of work of [`draw`] (flow samples, or HMC measurements), for a progress bar.
     pub fn work(&self) -> u64 {
         if self.sampler.is_hmc() {
             (self.n.div_ceil(self.chains) + self.burn_in) as u64
         } else if self.sampler.is_local() {
-            ((self.n / self.mh_chains).max(1) + self.burn_in) as u64
+            (self.local_steps() + self.burn_in) as u64
         } else {
             self.n as u64
         }
@@ -185,50 +190,43 @@ pub async fn draw<B: FlowAutodiff>(
 ) -> Drawn {
     let n_sites = flow.mera.sites();
     let n = config.n;
-    if config.sampler.is_local() {
-        let valid = flow.valid();
-        let device = valid.mera.device();
-        let valid_target = Target::<B::InnerBackend>::new(target.relaxation.clone(), &device);
-        let steps = (n / config.mh_chains).max(1);
-        let proposals = config.sampler == Sampler::MhLocal;
-        let sweeps = match config.sweeps {
-            1 => "1 heat-bath sweep".to_string(),
-            k => format!("{k} heat-bath sweeps"),
-        };
-        let step = if proposals {
-            format!("{sweeps} and a flow proposal")
-        } else {
-            sweeps
-        };
-        progress.stage(format!(
-            "{} chains, {} burn-in and {steps} steps of {step}",
-            config.mh_chains, config.burn_in
-        ));
-        let local = LocalMh {
-            chains: config.mh_chains,
-            steps,
-            burn_in: config.burn_in,
-            sweeps: config.sweeps,
-            proposals,
-            batch: config.batch,
-        };
-        let c = metropolis_local(&valid, &valid_target, rng, &local, progress).await;
-        return Drawn {
-            ess: proposals.then(|| ess_fraction(&c.proposal_log_w)),
-            ln_z: proposals.then(|| importance_ln_z(&c.proposal_log_w)),
-            log_w: if proposals {
-                c.proposal_log_w
-            } else {
-                Vec::new()
-            },
-            x: c.x,
-            acceptance: proposals.then_some(c.acceptance),
-        };
-    }
     if !config.sampler.is_hmc() {
         let valid = flow.valid();
         let device = valid.mera.device();
         let valid_target = Target::<B::InnerBackend>::new(target.relaxation.clone(), &device);
+        if config.sampler.is_local() {
+            let steps = config.local_steps();
+            let proposals = config.sampler == Sampler::MhLocal;
+            let sweeps = match config.sweeps {
+                1 => "1 heat-bath sweep".to_string(),
+                k => format!("{k} heat-bath sweeps"),
+            };
+            let step = if proposals {
+                format!("{sweeps} and a flow proposal")
+            } else {
+                sweeps
+            };
+            progress.stage(format!(
+                "{} chains, {} burn-in and {steps} steps of {step}",
+                config.mh_chains, config.burn_in
+            ));
+            let local = LocalMh {
+                chains: config.mh_chains,
+                steps,
+                burn_in: config.burn_in,
+                sweeps: config.sweeps,
+                proposals,
+                batch: config.batch,
+            };
+            let c = metropolis_local(&valid, &valid_target, rng, &local, progress).await;
+            return Drawn {
+                ess: proposals.then(|| ess_fraction(&c.proposal_log_w)),
+                ln_z: proposals.then(|| importance_ln_z(&c.proposal_log_w)),
+                log_w: c.proposal_log_w,
+                x: c.x,
+                acceptance: proposals.then_some(c.acceptance),
+            };
+        }
         // Flow proposals a few batches at a time (the same stream as one call), for the progress.
         progress.stage(format!("{n} flow samples"));
         let mut d = Direct {
@@ -346,6 +344,12 @@ pub fn ess_fraction(log_w: &[f64]) -> f64 {
         .exp()
 }
 
+/// The Metropolis-Hastings test: accept a move whose log acceptance ratio is `log_ratio` with
+/// probability `min(1, exp(log_ratio))` (a uniform is drawn only when it is below 1).
+fn accept(log_ratio: f64, rng: &mut StdRng) -> bool {
+    log_ratio >= 0.0 || rng.random::<f64>() < log_ratio.exp()
+}
+
 /// A chain of the independent Metropolis-Hastings sampler.
 #[derive(Debug, Clone)]
 pub struct MhChain {
@@ -391,7 +395,7 @@ pub fn metropolis_chains(d: Direct, sites: usize, chains: usize, rng: &mut StdRn
         for j in first..first + len {
             if j > first {
                 let log_ratio = d.log_w[j] - d.log_w[current];
-                if log_ratio >= 0.0 || rng.random::<f64>() < log_ratio.exp() {
+                if accept(log_ratio, rng) {
                     current = j;
                     accepted += 1;
                 }
@@ -437,7 +441,7 @@ pub struct LocalMh {
 /// Chains start at flow proposals and run side by side; after `burn_in` steps their states are
 /// laid out chain after chain, `steps` each. The acceptance is that of the flow's proposals;
 /// `proposal_log_w` holds all of them. Without `proposals` the chains are the heat bath alone
-/// (started at flow samples; no log-weights after those).
+/// (started at flow samples; no log-weights).
 pub async fn metropolis_local<B: FlowBackend>(
     flow: &Flow<B>,
     target: &Target<B>,
@@ -451,7 +455,11 @@ pub async fn metropolis_local<B: FlowBackend>(
     let bath = HeatBath::new(&target.relaxation);
     let first = direct(flow, target, rng, chains, s.batch).await;
     let (mut x, mut log_w) = (first.x, first.log_w);
-    let mut proposal_log_w = log_w.clone();
+    let mut proposal_log_w = if s.proposals {
+        log_w.clone()
+    } else {
+        Vec::new()
+    };
     let mut states = vec![0.0; chains * s.steps * sites];
     let (mut accepted, mut proposed) = (0usize, 0usize);
     for step in 0..s.burn_in + s.steps {
@@ -475,7 +483,7 @@ pub async fn metropolis_local<B: FlowBackend>(
             let current = x.chunks_mut(sites).zip(log_w.iter_mut());
             for ((state, lw), (new, new_lw)) in current.zip(p.x.chunks(sites).zip(&p.log_w)) {
                 let log_ratio = new_lw - *lw;
-                if log_ratio >= 0.0 || rng.random::<f64>() < log_ratio.exp() {
+                if accept(log_ratio, rng) {
                     state.copy_from_slice(new);
                     *lw = *new_lw;
                     accepted += 1;
@@ -615,7 +623,7 @@ pub async fn metropolis_parallel<B: FlowBackend>(
         let p = direct(flow, target, rng, chains, batch).await;
         for c in 0..chains {
             let log_ratio = p.log_w[c] - log_w[c];
-            if log_ratio >= 0.0 || rng.random::<f64>() < log_ratio.exp() {
+            if accept(log_ratio, rng) {
                 x[c * sites..(c + 1) * sites].copy_from_slice(&p.x[c * sites..(c + 1) * sites]);
                 log_w[c] = p.log_w[c];
                 moved[c] = true;
